@@ -1,0 +1,259 @@
+//! `supervisor doctor`: what is configured, reachable and missing. Exit 1 when something required is
+//! broken; each problem names its fix.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::Context;
+use super::output::Style;
+use crate::secrets::key::EncryptionKey;
+use crate::store::{self, DatabaseInfo};
+
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: &'static str,
+    status: Status,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    format_version: u32,
+    ok: bool,
+    state_dir: String,
+    config_file: Option<String>,
+    database: Option<DatabaseInfo>,
+    encryption_key: KeyReport,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyReport {
+    present: bool,
+    source: Option<String>,
+    fingerprint: Option<String>,
+}
+
+pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let s = &ctx.settings;
+    let mut checks = Vec::new();
+
+    checks.push(match crate::state::summary(&s.state_dir) {
+        Ok(summary) => Check {
+            name: "state",
+            status: Status::Ok,
+            detail: format!("{} ({summary})", s.state_dir.display()),
+            fix: None,
+        },
+        Err(problem) => Check {
+            name: "state",
+            status: Status::Error,
+            detail: format!("{}: {problem}", s.state_dir.display()),
+            fix: Some(format!(
+                "run `supervisor init {}` to scaffold it, or point --state / SUPERVISOR_STATE_DIR at your state directory",
+                s.state_dir.display()
+            )),
+        },
+    });
+
+    let database = match store::open(&s.database).await {
+        Ok(db) => match db.info().await {
+            Ok(info) => {
+                checks.push(database_check(&info));
+                checks.push(vector_check(&info));
+                Some(info)
+            }
+            Err(e) => {
+                checks.push(Check {
+                    name: "database",
+                    status: Status::Error,
+                    detail: e.to_string(),
+                    fix: None,
+                });
+                None
+            }
+        },
+        Err(e) => {
+            checks.push(Check {
+                name: "database",
+                status: Status::Error,
+                detail: format!("{} — {e}", s.database),
+                fix: Some(match s.database.backend() {
+                    store::Backend::Postgres => {
+                        "check DATABASE_URL / --database-url, that the server is up, and that the `vector` extension (pgvector) is installed".into()
+                    }
+                    store::Backend::Sqlite => {
+                        "check that the directory is writable, or set DATABASE_URL to another location".into()
+                    }
+                }),
+            });
+            None
+        }
+    };
+
+    let encryption_key = match EncryptionKey::load(s.key_file.as_deref()) {
+        Ok(Some(key)) => {
+            checks.push(Check {
+                name: "encryption key",
+                status: Status::Ok,
+                detail: format!(
+                    "present ({}, fingerprint {})",
+                    key.source(),
+                    key.fingerprint()
+                ),
+                fix: None,
+            });
+            KeyReport {
+                present: true,
+                source: Some(key.source().to_string()),
+                fingerprint: Some(key.fingerprint()),
+            }
+        }
+        Ok(None) => {
+            checks.push(Check {
+                name: "encryption key",
+                status: Status::Warn,
+                detail: "absent: secrets cannot be read or written".into(),
+                fix: Some(
+                    "set SECRETS_ENCRYPTION_KEY (e.g. `openssl rand -hex 32`) or secrets_key_file in supervisor.toml".into(),
+                ),
+            });
+            KeyReport {
+                present: false,
+                source: None,
+                fingerprint: None,
+            }
+        }
+        Err(e) => {
+            checks.push(Check {
+                name: "encryption key",
+                status: Status::Error,
+                detail: e.to_string(),
+                fix: Some("provide exactly 64 hex characters (32 bytes)".into()),
+            });
+            KeyReport {
+                present: false,
+                source: None,
+                fingerprint: None,
+            }
+        }
+    };
+
+    checks.extend(provider_checks(&s.state_dir));
+
+    let ok = checks.iter().all(|c| c.status != Status::Error);
+    let report = Report {
+        format_version: 1,
+        ok,
+        state_dir: s.state_dir.display().to_string(),
+        config_file: s.config_path.as_ref().map(|p| p.display().to_string()),
+        database,
+        encryption_key,
+        checks,
+    };
+    if ctx.out.json {
+        ctx.out.json(&report)?;
+    } else {
+        ctx.out.text(&render(ctx, &report))?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn database_check(info: &DatabaseInfo) -> Check {
+    let applied = info.migrations_applied.len();
+    let names: Vec<String> = info
+        .migrations_applied
+        .iter()
+        .map(|m| format!("{:04} {}", m.version, m.description))
+        .collect();
+    let complete = applied == info.migrations_known;
+    Check {
+        name: "database",
+        status: if complete { Status::Ok } else { Status::Error },
+        detail: format!(
+            "{} {} at {}; migrations {applied} of {} applied ({})",
+            info.backend,
+            info.server_version,
+            info.location,
+            info.migrations_known,
+            names.join(", ")
+        ),
+        fix: (!complete)
+            .then(|| "run any supervisor command against this database to migrate it".into()),
+    }
+}
+
+fn vector_check(info: &DatabaseInfo) -> Check {
+    match &info.vector_extension {
+        Some(v) => Check {
+            name: "vectors",
+            status: Status::Ok,
+            detail: format!(
+                "{} {v}; text search: {}",
+                match info.backend {
+                    store::Backend::Postgres => "pgvector",
+                    store::Backend::Sqlite => "sqlite-vec",
+                },
+                info.full_text_search
+            ),
+            fix: None,
+        },
+        None => Check {
+            name: "vectors",
+            status: Status::Error,
+            detail: "no vector extension".into(),
+            fix: Some("install pgvector on the server (CREATE EXTENSION vector)".into()),
+        },
+    }
+}
+
+fn provider_checks(state_dir: &std::path::Path) -> Vec<Check> {
+    crate::state::configured_providers(state_dir)
+        .into_iter()
+        .map(|(name, detail)| Check {
+            name,
+            status: Status::Ok,
+            detail,
+            fix: None,
+        })
+        .collect()
+}
+
+fn render(ctx: &Context, r: &Report) -> String {
+    let mut out = String::new();
+    for c in &r.checks {
+        let mark = match c.status {
+            Status::Ok => ctx.out.paint("ok   ", Style::Green),
+            Status::Warn => ctx.out.paint("warn ", Style::Yellow),
+            Status::Error => ctx.out.paint("FAIL ", Style::Red),
+        };
+        out.push_str(&format!("{mark} {:<15} {}\n", c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("      {:<15} fix: {fix}\n", ""));
+        }
+    }
+    if let Some(p) = &r.config_file {
+        out.push_str(&format!("      {:<15} {p}\n", "config file"));
+    }
+    out.push_str(if r.ok {
+        "\nAll required checks passed.\n"
+    } else {
+        "\nSome required checks failed.\n"
+    });
+    out
+}

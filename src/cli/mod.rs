@@ -1,0 +1,383 @@
+//! The command line: argument definitions and dispatch. Each command lives in its own file, thin:
+//! arguments in, one library call, output rendered (text or `--json`). No logic lives here that the MCP
+//! tools would need too.
+
+mod doctor;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CONFIG_ENV, Overrides, STATE_DIR_ENV, Settings};
+
+/// Declarative desired state for a fleet of projects on cloud VMs — planned, applied, kept converged,
+/// and served to AI coding agents over MCP.
+#[derive(Debug, Parser)]
+#[command(
+    name = "supervisor",
+    version,
+    propagate_version = true,
+    max_term_width = 110
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The desired-state directory (supervisor.yaml + projects/*.yaml).
+    #[arg(long = "state", value_name = "DIR", env = STATE_DIR_ENV, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Database URL: postgres://… for PostgreSQL; default: SQLite in .supervisor/ next to the state
+    /// directory.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Print machine-readable JSON (a versioned shape per command) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The per-host configuration file (default: ./supervisor.toml when it exists).
+    #[arg(long = "config", value_name = "FILE", env = CONFIG_ENV, global = true)]
+    pub config_file: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). LOG_LEVEL overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl GlobalArgs {
+    pub fn verbosity(&self) -> i8 {
+        (self.verbose.min(3) as i8) - (self.quiet.min(1) as i8)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a state directory with a commented example project.
+    Init {
+        /// Where to create it (default: the --state directory).
+        dir: Option<PathBuf>,
+    },
+    /// Parse and check every state file; errors point at file:line:col.
+    Validate,
+    /// Rewrite state files in canonical form (the form machine edits produce).
+    Fmt {
+        /// Only report files that are not in canonical form (exit 1 if any).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show what apply would change, provider by provider.
+    Plan(PlanArgs),
+    /// Make reality match the desired state (or carry out a saved plan).
+    Apply(ApplyArgs),
+    /// Per resource: in sync, pending, drifted or failed; last apply and its revision.
+    Status,
+    /// Serve /health, /metrics and the MCP endpoints, and keep reality converged.
+    Serve(ServeArgs),
+    /// Serve one MCP endpoint over stdio (for `claude mcp add … -- supervisor mcp …`).
+    Mcp(McpArgs),
+    /// The encrypted secret vault.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// The port registry.
+    #[command(subcommand)]
+    Ports(PortsCommand),
+    /// Task timers and estimates.
+    #[command(subcommand)]
+    Timing(TimingCommand),
+    /// Project knowledge: index, search, learn.
+    #[command(subcommand)]
+    Knowledge(KnowledgeCommand),
+    /// Agent instructions (CLAUDE.md).
+    #[command(subcommand)]
+    Instructions(InstructionsCommand),
+    /// Adopt existing records or allocations into state and registry.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Bearer tokens for the MCP endpoints.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// What is configured, reachable and missing.
+    Doctor,
+    /// Print the JSON Schema of the state files (for editors' yaml-language-server).
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE, to be carried out later by `apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there are no changes, 1 on error, 2 when there are changes.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Only this project's resources.
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    /// Only resources whose address starts with KIND[/NAME…], e.g. ports/consilio.
+    #[arg(long, value_name = "KIND/NAME")]
+    pub only: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `plan --out`; refused when reality or desired state changed since.
+    pub plan_file: Option<PathBuf>,
+    /// Apply without asking for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Allow deleting more than 30 % of the managed objects of a kind.
+    #[arg(long)]
+    pub force: bool,
+    /// Allow disruptive changes (a VM resize stops the VM).
+    #[arg(long)]
+    pub allow_disruptive: bool,
+    /// How long to wait for another apply to finish (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Adopt an existing, unmanaged DNS record at HOST instead of refusing.
+    #[arg(long, value_name = "HOST")]
+    pub adopt: Vec<String>,
+    /// Only this project's resources.
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    /// Only resources whose address starts with KIND[/NAME…].
+    #[arg(long, value_name = "KIND/NAME")]
+    pub only: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080, or [serve] listen in supervisor.toml).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Apply safe plans automatically.
+    #[arg(long)]
+    pub auto_apply: bool,
+    /// Serve MCP without bearer tokens (only allowed on a loopback address).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Read the encryption key from FILE instead of SECRETS_ENCRYPTION_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct McpArgs {
+    /// Serve the endpoint of project P.
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    /// Serve the meta endpoint (every project).
+    #[arg(long)]
+    pub meta: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Read the encryption key from FILE (64 hex characters) instead of SECRETS_ENCRYPTION_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a secret's value (alone, for `$(supervisor secrets get …)`).
+    Get {
+        path: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Store a secret; the value is read from stdin or --value-file, never from the command line.
+    Set {
+        path: String,
+        /// Read the value from FILE instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+        #[arg(long)]
+        description: Option<String>,
+        /// When the secret expires (RFC 3339, or a number of days such as 90d).
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+        /// Flag the secret as needing rotation.
+        #[arg(long)]
+        rotation_required: bool,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// List secrets (metadata only, never values).
+    List {
+        #[arg(long, value_name = "S")]
+        scope: Option<String>,
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+    },
+    /// Delete a secret.
+    Delete { path: String },
+    /// Re-encrypt every secret with a new key, in one transaction.
+    RotateKey {
+        /// The new key (64 hex characters).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Report credentials found in files (file:line, kind; values masked).
+    Scan {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Find credentials in text on stdin and suggest a vault path for each.
+    Detect {
+        /// Suggest paths under this project.
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+    },
+    /// The access log: who read or wrote which secret, when, with what outcome.
+    Audit {
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Import secrets from a database of the original service (16-byte IV ‖ tag ‖ data layout).
+    ImportLegacy {
+        /// The legacy database URL.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The legacy key file (64 hex characters).
+        #[arg(long, value_name = "FILE")]
+        legacy_key_file: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortsCommand {
+    /// Allocated ports (from the registry).
+    List {
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+    },
+    /// Compare the registry with sockets listening on this host.
+    Audit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimingCommand {
+    /// Start a task timer.
+    Start,
+    /// Complete a task timer.
+    Complete,
+    /// Estimate a task from similar completed ones.
+    Estimate,
+    /// Statistics per task type.
+    Stats,
+    /// Import completed tasks (JSONL).
+    Import,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KnowledgeCommand {
+    /// Index folders or JSONL document sets.
+    Index,
+    /// Hybrid search over a project's knowledge.
+    Search,
+    /// Record a learning.
+    Learn,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstructionsCommand {
+    /// Render a project's CLAUDE.md from its layers.
+    Render,
+    /// Draft a project's instruction layer from its folder.
+    Adapt,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Adopt existing DNS records matching desired hostnames.
+    Cloudflare,
+    /// Adopt existing port allocations.
+    Ports,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        /// A token valid on every endpoint.
+        #[arg(long, conflicts_with = "project", required_unless_present = "project")]
+        meta: bool,
+        /// A token valid only on /mcp/P.
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List tokens (ids and scopes, never the tokens).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+/// Everything a command needs: resolved settings and the output mode.
+pub struct Context {
+    pub settings: Settings,
+    pub out: output::Output,
+}
+
+fn not_implemented(command: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("not implemented yet: {command}");
+    Ok(ExitCode::from(1))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let key_file = match &cli.command {
+        Command::Serve(a) => a.key_file.clone(),
+        _ => None,
+    };
+    let settings = Settings::resolve(Overrides {
+        state_dir: cli.global.state_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        config_file: cli.global.config_file.clone(),
+        key_file,
+    })?;
+    let ctx = Context {
+        settings,
+        out: output::Output::new(cli.global.json),
+    };
+    match cli.command {
+        Command::Doctor => doctor::run(&ctx).await,
+        Command::Init { .. } => not_implemented("init"),
+        Command::Validate => not_implemented("validate"),
+        Command::Fmt { .. } => not_implemented("fmt"),
+        Command::Plan(_) => not_implemented("plan"),
+        Command::Apply(_) => not_implemented("apply"),
+        Command::Status => not_implemented("status"),
+        Command::Serve(_) => not_implemented("serve"),
+        Command::Mcp(_) => not_implemented("mcp"),
+        Command::Secrets(_) => not_implemented("secrets"),
+        Command::Ports(_) => not_implemented("ports"),
+        Command::Timing(_) => not_implemented("timing"),
+        Command::Knowledge(_) => not_implemented("knowledge"),
+        Command::Instructions(_) => not_implemented("instructions"),
+        Command::Import(_) => not_implemented("import"),
+        Command::Token(_) => not_implemented("token"),
+        Command::Schema => not_implemented("schema"),
+    }
+}

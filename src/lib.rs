@@ -1,0 +1,11 @@
+//! `supervisor`: declarative desired state for a fleet of projects on cloud VMs, reconciled by a
+//! Terraform-style plan/apply engine and served to AI coding agents over MCP.
+//!
+//! See `ARCHITECTURE.md` for the map of modules and the invariants between them.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod secrets;
+pub mod state;
+pub mod store;

@@ -1,0 +1,496 @@
+//! The credential detector: recognises secrets in text by their published formats, by assignment
+//! context (`password = …`), and — as a fallback — by entropy.
+//!
+//! One pattern set serves four uses: `secrets scan` of files, refusing literal secrets in `state/`,
+//! the `detect_secrets` tool and `secrets detect` (which suggest a vault path per finding), and the
+//! log redaction layer (every formatted log line passes through [`redact`]).
+//!
+//! Precision matters as much as recall: a detector that flags every UUID, git hash or base64 image is
+//! switched off by its users. The fallback therefore demands length, mixed character classes and high
+//! Shannon entropy, and skips shapes that are known not to be secrets (UUIDs, hex digests, data URLs,
+//! paths). Values are only ever returned masked ([`Finding::masked`]).
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
+
+/// What kind of credential a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKind {
+    AnthropicApiKey,
+    OpenaiApiKey,
+    StripeSecretKey,
+    StripeWebhookSecret,
+    GithubToken,
+    GithubFineGrainedToken,
+    GitlabToken,
+    AwsAccessKeyId,
+    AwsSecretAccessKey,
+    GoogleApiKey,
+    GoogleServiceAccount,
+    CloudflareApiToken,
+    SlackToken,
+    SlackWebhook,
+    PrivateKey,
+    Jwt,
+    UrlCredentials,
+    AssignedSecret,
+    HighEntropy,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::AnthropicApiKey => "anthropic_api_key",
+            SecretKind::OpenaiApiKey => "openai_api_key",
+            SecretKind::StripeSecretKey => "stripe_secret_key",
+            SecretKind::StripeWebhookSecret => "stripe_webhook_secret",
+            SecretKind::GithubToken => "github_token",
+            SecretKind::GithubFineGrainedToken => "github_fine_grained_token",
+            SecretKind::GitlabToken => "gitlab_token",
+            SecretKind::AwsAccessKeyId => "aws_access_key_id",
+            SecretKind::AwsSecretAccessKey => "aws_secret_access_key",
+            SecretKind::GoogleApiKey => "google_api_key",
+            SecretKind::GoogleServiceAccount => "google_service_account",
+            SecretKind::CloudflareApiToken => "cloudflare_api_token",
+            SecretKind::SlackToken => "slack_token",
+            SecretKind::SlackWebhook => "slack_webhook",
+            SecretKind::PrivateKey => "private_key",
+            SecretKind::Jwt => "jwt",
+            SecretKind::UrlCredentials => "url_credentials",
+            SecretKind::AssignedSecret => "assigned_secret",
+            SecretKind::HighEntropy => "high_entropy",
+        }
+    }
+
+    /// The last path segment `secrets detect` suggests for a credential of this kind.
+    pub fn suggested_name(self) -> &'static str {
+        match self {
+            SecretKind::AnthropicApiKey => "anthropic_api_key",
+            SecretKind::OpenaiApiKey => "openai_api_key",
+            SecretKind::StripeSecretKey => "stripe_secret_key",
+            SecretKind::StripeWebhookSecret => "stripe_webhook_secret",
+            SecretKind::GithubToken | SecretKind::GithubFineGrainedToken => "github_token",
+            SecretKind::GitlabToken => "gitlab_token",
+            SecretKind::AwsAccessKeyId => "aws_access_key_id",
+            SecretKind::AwsSecretAccessKey => "aws_secret_access_key",
+            SecretKind::GoogleApiKey => "google_api_key",
+            SecretKind::GoogleServiceAccount => "service_account",
+            SecretKind::CloudflareApiToken => "api_token",
+            SecretKind::SlackToken => "slack_token",
+            SecretKind::SlackWebhook => "slack_webhook_url",
+            SecretKind::PrivateKey => "private_key",
+            SecretKind::Jwt => "jwt",
+            SecretKind::UrlCredentials => "database_url",
+            SecretKind::AssignedSecret | SecretKind::HighEntropy => "secret",
+        }
+    }
+
+    /// The vault folder a credential of this kind usually belongs in (`meta/<vendor>/…`).
+    pub fn vendor(self) -> &'static str {
+        match self {
+            SecretKind::AnthropicApiKey => "anthropic",
+            SecretKind::OpenaiApiKey => "openai",
+            SecretKind::StripeSecretKey | SecretKind::StripeWebhookSecret => "stripe",
+            SecretKind::GithubToken | SecretKind::GithubFineGrainedToken => "github",
+            SecretKind::GitlabToken => "gitlab",
+            SecretKind::AwsAccessKeyId | SecretKind::AwsSecretAccessKey => "aws",
+            SecretKind::GoogleApiKey | SecretKind::GoogleServiceAccount => "gcloud",
+            SecretKind::CloudflareApiToken => "cloudflare",
+            SecretKind::SlackToken | SecretKind::SlackWebhook => "slack",
+            SecretKind::PrivateKey => "keys",
+            SecretKind::Jwt => "tokens",
+            SecretKind::UrlCredentials => "database",
+            SecretKind::AssignedSecret | SecretKind::HighEntropy => "misc",
+        }
+    }
+}
+
+impl std::fmt::Display for SecretKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A credential found in a text: byte range and kind. The value itself is only available masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: SecretKind,
+    /// Byte offsets of the secret value within the scanned text.
+    pub start: usize,
+    pub end: usize,
+    masked: String,
+}
+
+impl Finding {
+    /// The value with all but a short, non-identifying prefix hidden: `sk-ant-…(108 chars)`.
+    pub fn masked(&self) -> &str {
+        &self.masked
+    }
+}
+
+struct Pattern {
+    kind: SecretKind,
+    regex: Regex,
+    /// Which capture group holds the value (0 = whole match).
+    group: usize,
+}
+
+fn pattern(kind: SecretKind, group: usize, re: &str) -> Pattern {
+    Pattern {
+        kind,
+        group,
+        regex: Regex::new(re)
+            .unwrap_or_else(|e| panic!("detector pattern for {kind} is invalid: {e}")),
+    }
+}
+
+/// Boundaries: a token must not continue a longer word on either side.
+const L: &str = r"(?:^|[^A-Za-z0-9_\-])";
+const R: &str = r"(?:$|[^A-Za-z0-9_\-])";
+
+static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
+    use SecretKind::*;
+    vec![
+        pattern(
+            PrivateKey,
+            0,
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\n]{0,8192})",
+        ),
+        pattern(
+            GoogleServiceAccount,
+            1,
+            r#""private_key_id"\s*:\s*"([0-9a-f]{40})""#,
+        ),
+        pattern(
+            AnthropicApiKey,
+            1,
+            &format!(r"{L}(sk-ant-(?:api|admin|oat)\d{{2}}-[A-Za-z0-9_\-]{{80,120}}){R}"),
+        ),
+        pattern(
+            OpenaiApiKey,
+            1,
+            &format!(
+                r"{L}(sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{{40,200}}|sk-[A-Za-z0-9]{{20}}T3BlbkFJ[A-Za-z0-9]{{20}}|sk-[A-Za-z0-9]{{48}}){R}"
+            ),
+        ),
+        pattern(
+            StripeSecretKey,
+            1,
+            &format!(r"{L}((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{{20,247}}){R}"),
+        ),
+        pattern(
+            StripeWebhookSecret,
+            1,
+            &format!(r"{L}(whsec_[A-Za-z0-9+/=]{{32,}}){R}"),
+        ),
+        pattern(
+            GithubFineGrainedToken,
+            1,
+            &format!(r"{L}(github_pat_[A-Za-z0-9]{{22}}_[A-Za-z0-9]{{59}}){R}"),
+        ),
+        pattern(
+            GithubToken,
+            1,
+            &format!(r"{L}(gh[pousr]_[A-Za-z0-9]{{36,251}}){R}"),
+        ),
+        pattern(
+            GitlabToken,
+            1,
+            &format!(
+                r"{L}((?:glpat|gldt|glrt|glptt|glft|glsoat|glcbt|glimt|gloas)-[A-Za-z0-9_\-]{{20,}}(?:\.[0-9a-z]{{2}}\.[0-9a-z]{{9}})?){R}"
+            ),
+        ),
+        pattern(
+            AwsAccessKeyId,
+            1,
+            r"(?:^|[^A-Z0-9])((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})(?:$|[^A-Z0-9])",
+        ),
+        pattern(
+            AwsSecretAccessKey,
+            1,
+            r#"(?i:aws.{0,20}?(?:secret|private)[_\-\s]?(?:access)?[_\-\s]?key)["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])"#,
+        ),
+        pattern(
+            GoogleApiKey,
+            1,
+            &format!(r"{L}(AIza[0-9A-Za-z_\-]{{35}}){R}"),
+        ),
+        pattern(
+            CloudflareApiToken,
+            1,
+            r#"(?i:(?:cloudflare|cf)[_\-]?(?:api)?[_\-]?(?:token|key))["']?\s*[:=]\s*["']?([A-Za-z0-9_\-]{37,40})(?:$|[^A-Za-z0-9_\-])"#,
+        ),
+        pattern(
+            CloudflareApiToken,
+            1,
+            &format!(r"{L}(cf(?:ut|at|k)_[A-Za-z0-9]{{40,60}}){R}"),
+        ),
+        pattern(
+            SlackWebhook,
+            0,
+            r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,}",
+        ),
+        pattern(
+            SlackToken,
+            1,
+            &format!(
+                r"{L}(xox[abposr]-(?:\d+-)?[0-9A-Za-z\-]{{10,}}|xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+){R}"
+            ),
+        ),
+        pattern(
+            Jwt,
+            1,
+            &format!(
+                r"{L}(eyJ[A-Za-z0-9_\-]{{10,}}\.eyJ[A-Za-z0-9_\-]{{10,}}\.[A-Za-z0-9_\-]{{10,}}){R}"
+            ),
+        ),
+        pattern(
+            UrlCredentials,
+            1,
+            r"[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s:/@]{1,64}:([^\s:/@]{3,128})@[A-Za-z0-9.\-\[\]]+",
+        ),
+        pattern(
+            AssignedSecret,
+            1,
+            r#"(?i:(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|client[_\-]?secret|auth[_\-]?token|credentials?))["']?\s*(?:[:=]|=>)\s*["']([^\s"']{8,200})["']"#,
+        ),
+        pattern(
+            AssignedSecret,
+            1,
+            r#"(?im:^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s"'#]{8,200})\s*$)"#,
+        ),
+    ]
+});
+
+/// Candidate tokens for the entropy fallback.
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9+/_\-=.~]{24,}").unwrap_or_else(|e| panic!("token regex: {e}"))
+});
+
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        .unwrap_or_else(|e| panic!("uuid regex: {e}"))
+});
+
+/// Values an assignment may hold that are obviously not secrets.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim_matches(|c| c == '"' || c == '\'');
+    let lower = v.to_ascii_lowercase();
+    lower.starts_with("secret:")
+        || lower.starts_with("${")
+        || lower.starts_with("$(")
+        || lower.starts_with("{{")
+        || lower.starts_with('<')
+        || lower.starts_with("env:")
+        || lower.contains("example")
+        || lower.contains("changeme")
+        || lower.contains("placeholder")
+        || lower.contains("your_")
+        || lower.contains("your-")
+        || lower.contains("xxxx")
+        || lower.chars().all(|c| c == '*' || c == 'x' || c == '.')
+        || v.chars().collect::<std::collections::HashSet<_>>().len() < 4
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let n = f64::from(n);
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The fallback: long, mixed-class, high-entropy tokens that have no known non-secret shape.
+fn looks_random(token: &str, text: &str, start: usize) -> bool {
+    let t = token.trim_end_matches(['=', '.']);
+    if t.len() < 32 || t.len() > 512 {
+        return false;
+    }
+    if UUID.is_match(t) || t.chars().all(|c| c.is_ascii_hexdigit()) {
+        return false; // UUIDs, git hashes and hex digests
+    }
+    // base64 data URLs (images, fonts), paths, dotted identifiers, URLs
+    let before = &text[start.saturating_sub(40)..start];
+    if before.contains("base64,") || before.ends_with('/') || before.ends_with("://") {
+        return false;
+    }
+    if t.contains('/') && t.split('/').filter(|s| !s.is_empty()).all(|s| s.len() < 24) {
+        return false;
+    }
+    if t.contains('.') && t.split('.').all(|s| s.len() < 20) {
+        return false;
+    }
+    let upper = t.chars().any(|c| c.is_ascii_uppercase());
+    let lower = t.chars().any(|c| c.is_ascii_lowercase());
+    let digits = t.chars().filter(|c| c.is_ascii_digit()).count();
+    if !(upper && lower && digits >= 2) {
+        return false;
+    }
+    // Words glued with separators (`this_is_a_long_identifier_name`) are not random.
+    let longest_alpha_run = t
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_alpha_run > 20 && t.contains(['_', '-']) {
+        return false;
+    }
+    entropy(t) >= 4.3
+}
+
+fn mask(value: &str) -> String {
+    let shown: String = value.chars().take(4).collect();
+    format!("{shown}…({} chars)", value.chars().count())
+}
+
+/// Every credential in `text`, in order, without overlaps (a known format wins over context, context
+/// over entropy).
+pub fn scan(text: &str) -> Vec<Finding> {
+    let mut found: Vec<Finding> = Vec::new();
+    let overlaps =
+        |found: &[Finding], s: usize, e: usize| found.iter().any(|f| s < f.end && f.start < e);
+    for p in PATTERNS.iter() {
+        for caps in p.regex.captures_iter(text) {
+            let Some(m) = caps.get(p.group) else { continue };
+            if overlaps(&found, m.start(), m.end()) {
+                continue;
+            }
+            if matches!(
+                p.kind,
+                SecretKind::AssignedSecret | SecretKind::UrlCredentials
+            ) && is_placeholder(m.as_str())
+            {
+                continue;
+            }
+            found.push(Finding {
+                kind: p.kind,
+                start: m.start(),
+                end: m.end(),
+                masked: mask(m.as_str()),
+            });
+        }
+    }
+    for m in TOKEN.find_iter(text) {
+        if overlaps(&found, m.start(), m.end()) {
+            continue;
+        }
+        if looks_random(m.as_str(), text, m.start()) {
+            found.push(Finding {
+                kind: SecretKind::HighEntropy,
+                start: m.start(),
+                end: m.end(),
+                masked: mask(m.as_str()),
+            });
+        }
+    }
+    found.sort_by_key(|f| f.start);
+    found
+}
+
+/// `text` with every credential replaced by `[REDACTED:<kind>]`. Borrowed when nothing was found.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let found = scan(text);
+    if found.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in &found {
+        out.push_str(&text[at..f.start]);
+        out.push_str("[REDACTED:");
+        out.push_str(f.kind.as_str());
+        out.push(']');
+        at = f.end;
+    }
+    out.push_str(&text[at..]);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<SecretKind> {
+        scan(text).into_iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn known_formats() {
+        let anthropic = format!("sk-ant-api03-{}AA", "a1B2c3D4e5".repeat(9) + "xyz");
+        assert_eq!(
+            kinds(&format!("key: {anthropic}")),
+            vec![SecretKind::AnthropicApiKey]
+        );
+        assert_eq!(
+            kinds(&format!(
+                "OPENAI=sk-proj-{}",
+                "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z".repeat(3)
+            )),
+            vec![SecretKind::OpenaiApiKey]
+        );
+        assert_eq!(
+            kinds("ghp_1234567890abcdefghijABCDEFGHIJ123456"),
+            vec![SecretKind::GithubToken]
+        );
+        assert_eq!(
+            kinds("id AKIAIOSFODNN7EXAMPLE here"),
+            vec![SecretKind::AwsAccessKeyId]
+        );
+        assert_eq!(
+            kinds("AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
+            vec![SecretKind::GoogleApiKey]
+        );
+        assert_eq!(
+            kinds("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"),
+            vec![SecretKind::PrivateKey]
+        );
+        assert_eq!(
+            kinds("postgres://app:s3cr3tP4ss@db:5432/app"),
+            vec![SecretKind::UrlCredentials]
+        );
+    }
+
+    #[test]
+    fn lookalikes_are_not_secrets() {
+        assert!(scan("id 123e4567-e89b-12d3-a456-426614174000").is_empty());
+        assert!(scan("commit da39a3ee5e6b4b0d3255bfef95601890afd80709").is_empty());
+        assert!(scan("api_token: secret:meta/cloudflare/api_token").is_empty());
+        assert!(scan("password = \"changeme\"").is_empty());
+        assert!(scan("see /usr/share/doc/supervisor/examples/systemd/serve.service").is_empty());
+        assert!(scan("postgres://postgres@127.0.0.1:5432/postgres").is_empty());
+    }
+
+    #[test]
+    fn redact_replaces_only_the_value() {
+        let line = "connecting to postgres://app:hunter2hunter2@db/app now";
+        assert_eq!(
+            redact(line),
+            "connecting to postgres://app:[REDACTED:url_credentials]@db/app now"
+        );
+        assert!(matches!(redact("nothing to hide"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn masked_values_do_not_reveal_the_secret() {
+        let f = &scan("ghp_1234567890abcdefghijABCDEFGHIJ123456")[0];
+        assert_eq!(f.masked(), "ghp_…(40 chars)");
+    }
+}

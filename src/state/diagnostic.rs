@@ -1,0 +1,112 @@
+//! Errors in state files, located at `file:line:col`, with a hint. All of a run's errors are collected
+//! and reported together.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem concerns the whole file.
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The offending source line, for display.
+    #[serde(skip)]
+    pub source_line: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: &Path, at: serde_saphyr::Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+            hint: None,
+            source_line: None,
+        }
+    }
+
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        Diagnostic::new(file, serde_saphyr::Location::UNKNOWN, message)
+    }
+
+    pub fn at(file: &Path, line: u64, column: u64, message: impl Into<String>) -> Self {
+        Diagnostic {
+            line,
+            column,
+            ..Diagnostic::whole_file(file, message)
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Attaches the source line the diagnostic points at (when it has one).
+    pub(crate) fn with_source(mut self, source: &str) -> Self {
+        if self.line > 0 {
+            self.source_line = source
+                .lines()
+                .nth(self.line as usize - 1)
+                .map(str::to_string);
+        }
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
+        } else {
+            write!(f, "{}: error: {}", self.file.display(), self.message)?;
+        }
+        if let Some(src) = &self.source_line {
+            let col = (self.column.max(1) - 1) as usize;
+            let pad: String = src
+                .chars()
+                .take(col)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            write!(f, "\n    | {src}\n    | {pad}^")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One or more diagnostics: the error of loading a state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} error{} in the desired state; nothing was changed",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}

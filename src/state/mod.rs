@@ -1,0 +1,339 @@
+//! Desired state: the YAML files under `state/`, loaded into a validated [`Desired`] or rejected with
+//! every problem located at `file:line:col`.
+//!
+//! ```text
+//! state/
+//!   supervisor.yaml        global settings (optional: defaults apply when absent)
+//!   projects/<name>.yaml   one file per project
+//! ```
+//!
+//! Loading is all-or-nothing: a [`Desired`] exists only when every file parsed and every check passed,
+//! so nothing downstream ever acts on a half-written or inconsistent state. The [`Desired::revision`]
+//! fingerprints the files' bytes; machine edits name the revision they read (optimistic concurrency).
+
+mod diagnostic;
+pub mod edit;
+pub mod model;
+pub mod scaffold;
+pub mod schema;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use model::TunnelMode;
+
+pub const SUPERVISOR_FILE: &str = "supervisor.yaml";
+pub const PROJECTS_DIR: &str = "projects";
+
+/// The validated desired state of a whole state directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Desired {
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// `sha256:` of every state file's relative path and bytes.
+    pub revision: String,
+    pub ports: PortSettings,
+    pub shared_services: Vec<SharedService>,
+    pub cloudflare: Option<Cloudflare>,
+    pub gcloud: Option<Gcloud>,
+    pub vms: Vec<Vm>,
+    pub projects: BTreeMap<String, Project>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortSettings {
+    pub projects_start: u16,
+    pub projects_end: u16,
+    pub block: u16,
+    pub shared_start: u16,
+    pub shared_end: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedService {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cloudflare {
+    pub zone: String,
+    pub account_id: Option<String>,
+    /// A vault path (`meta/cloudflare/api_token`), never the token.
+    pub api_token_secret: String,
+    pub api_url: Option<String>,
+    pub tunnel: Tunnel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    pub id: String,
+    pub mode: TunnelMode,
+    pub config_path: Option<PathBuf>,
+    pub credentials_file: Option<PathBuf>,
+    pub reload: Option<String>,
+    /// The CNAME target: `<id>.cfargotunnel.com` unless overridden.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gcloud {
+    pub credentials_secret: String,
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vm {
+    pub name: String,
+    pub project: String,
+    pub zone: String,
+    pub machine_type: String,
+}
+
+/// One project, in the shape of its file (this is also what machine edits write back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub name: String,
+    /// The host whose port space and tunnel the project uses (one host today).
+    #[serde(skip, default = "default_host")]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    #[serde(default, skip_serializing_if = "RequiredSecrets::is_empty")]
+    pub secrets: RequiredSecrets,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+fn default_host() -> String {
+    crate::store::DEFAULT_HOST.to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prevent_destroy: bool,
+}
+
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredSecrets {
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+impl RequiredSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty()
+    }
+}
+
+impl Desired {
+    pub fn project_file(&self, name: &str) -> PathBuf {
+        project_file_path(&self.dir, name)
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.projects.values().map(|p| p.services.len()).sum()
+    }
+}
+
+pub fn project_file_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(PROJECTS_DIR).join(format!("{name}.yaml"))
+}
+
+/// The raw files of a state directory, read once (the revision is computed over exactly these bytes).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub dir: PathBuf,
+    /// `None` when there is no supervisor.yaml.
+    pub supervisor: Option<(PathBuf, String)>,
+    pub projects: Vec<(PathBuf, String)>,
+}
+
+impl Sources {
+    pub fn read(dir: &Path) -> Result<Sources, Diagnostics> {
+        let fail = |msg: String, hint: &str| {
+            Diagnostics(vec![Diagnostic::whole_file(dir, msg).hint(hint)])
+        };
+        let meta = std::fs::metadata(dir).map_err(|e| {
+            fail(
+                format!("cannot read the state directory: {e}"),
+                "run `supervisor init` to scaffold one, or point --state / SUPERVISOR_STATE_DIR at it",
+            )
+        })?;
+        if !meta.is_dir() {
+            return Err(fail(
+                "the state path is not a directory".into(),
+                "point --state at a directory",
+            ));
+        }
+        let mut diags = Vec::new();
+        let read = |path: PathBuf, diags: &mut Vec<Diagnostic>| match std::fs::read_to_string(&path)
+        {
+            Ok(text) => Some((path, text)),
+            Err(e) => {
+                diags.push(Diagnostic::whole_file(&path, format!("cannot read: {e}")));
+                None
+            }
+        };
+        let sup_path = dir.join(SUPERVISOR_FILE);
+        let supervisor = if sup_path.exists() {
+            read(sup_path, &mut diags)
+        } else {
+            None
+        };
+        let mut projects = Vec::new();
+        let pdir = dir.join(PROJECTS_DIR);
+        if pdir.is_dir() {
+            let mut entries: Vec<PathBuf> = match std::fs::read_dir(&pdir) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) => {
+                    diags.push(Diagnostic::whole_file(&pdir, format!("cannot list: {e}")));
+                    Vec::new()
+                }
+            };
+            entries.sort();
+            for path in entries {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // Editors' and our own temporary files are not state.
+                if name.starts_with('.') || name.ends_with('~') {
+                    continue;
+                }
+                if name.ends_with(".yml") {
+                    diags.push(
+                        Diagnostic::whole_file(&path, "project files must end in .yaml")
+                            .hint("rename it to .yaml (one spelling keeps the file name = project name rule simple)"),
+                    );
+                    continue;
+                }
+                if !name.ends_with(".yaml") || !path.is_file() {
+                    continue;
+                }
+                if let Some(src) = read(path, &mut diags) {
+                    projects.push(src);
+                }
+            }
+        }
+        if diags.is_empty() {
+            Ok(Sources {
+                dir: dir.to_path_buf(),
+                supervisor,
+                projects,
+            })
+        } else {
+            Err(Diagnostics(diags))
+        }
+    }
+
+    /// `sha256:<hex>` over each file's path relative to the state directory and its bytes.
+    pub fn revision(&self) -> String {
+        let mut h = Sha256::new();
+        for (path, text) in self.supervisor.iter().chain(&self.projects) {
+            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update([0]);
+            h.update((text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+        format!("sha256:{}", hex::encode(&h.finalize()[..16]))
+    }
+}
+
+/// Reads, parses and validates a state directory.
+pub fn load(dir: &Path) -> Result<Desired, Diagnostics> {
+    let sources = Sources::read(dir)?;
+    validate::desired_from_sources(&sources)
+}
+
+/// A one-line summary for `doctor` (`3 projects, 7 services, revision sha256:…`), or the problems.
+pub fn summary(dir: &Path) -> Result<String, String> {
+    match load(dir) {
+        Ok(d) => Ok(format!(
+            "{} project{}, {} service{}, revision {}",
+            d.projects.len(),
+            if d.projects.len() == 1 { "" } else { "s" },
+            d.service_count(),
+            if d.service_count() == 1 { "" } else { "s" },
+            d.revision
+        )),
+        Err(diags) => {
+            let first = diags
+                .0
+                .first()
+                .map(|d| d.message.clone())
+                .unwrap_or_default();
+            Err(match diags.0.len() {
+                1 => first,
+                n => format!("{first} (and {} more; run `supervisor validate`)", n - 1),
+            })
+        }
+    }
+}
+
+/// Which external providers the state configures, for `doctor` (only when the state is valid).
+pub fn configured_providers(dir: &Path) -> Vec<(&'static str, String)> {
+    let Ok(d) = load(dir) else { return Vec::new() };
+    let mut out = vec![(
+        "ports",
+        format!(
+            "project blocks of {} in {}–{}, shared services in {}–{}",
+            d.ports.block,
+            d.ports.projects_start,
+            d.ports.projects_end,
+            d.ports.shared_start,
+            d.ports.shared_end
+        ),
+    )];
+    out.push(match &d.cloudflare {
+        Some(cf) => (
+            "cloudflare",
+            format!(
+                "zone {}, tunnel {} ({} mode), token from secret {}",
+                cf.zone,
+                cf.tunnel.id,
+                match cf.tunnel.mode {
+                    TunnelMode::Local => "local",
+                    TunnelMode::Remote => "remote",
+                },
+                cf.api_token_secret
+            ),
+        ),
+        None => (
+            "cloudflare",
+            "not configured (no public hostnames are managed)".into(),
+        ),
+    });
+    out.push(match &d.gcloud {
+        Some(g) => (
+            "gcloud",
+            format!(
+                "{} VMs, credentials from secret {}",
+                d.vms.len(),
+                g.credentials_secret
+            ),
+        ),
+        None => ("gcloud", "not configured (no VMs are managed)".into()),
+    });
+    out
+}

@@ -1,0 +1,243 @@
+//! The shapes of the two kinds of state file, as written by people. Every field a semantic check may
+//! complain about carries its location ([`Spanned`]); unknown keys are errors.
+//!
+//! These types are only for reading and for the JSON Schema; the engine works on [`super::Desired`].
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// `state/supervisor.yaml`: global settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "supervisor.yaml",
+    description = "Global settings of a supervisor state directory."
+)]
+pub struct SupervisorFile {
+    /// Port ranges: per-project blocks and shared services.
+    #[serde(default)]
+    pub ports: PortsSettings,
+    /// Services shared by all projects (databases, caches), on fixed ports in the shared range.
+    #[serde(default)]
+    pub shared_services: Vec<SharedServiceDecl>,
+    /// Cloudflare zone and tunnel for public hostnames.
+    #[serde(default)]
+    pub cloudflare: Option<CloudflareSettings>,
+    /// Google Cloud credentials for the VMs.
+    #[serde(default)]
+    pub gcloud: Option<GcloudSettings>,
+    /// Compute Engine VMs whose machine type is managed.
+    #[serde(default)]
+    pub vms: Vec<VmDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsSettings {
+    /// Where project blocks are assigned.
+    pub projects: ProjectPortRange,
+    /// Where shared services live.
+    pub shared: PortSpan,
+}
+
+impl Default for PortsSettings {
+    fn default() -> Self {
+        PortsSettings {
+            projects: ProjectPortRange::default(),
+            shared: PortSpan {
+                start: Spanned::new(9000, loc0(), loc0()),
+                end: Spanned::new(9999, loc0(), loc0()),
+            },
+        }
+    }
+}
+
+fn loc0() -> serde_saphyr::Location {
+    serde_saphyr::Location::UNKNOWN
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPortRange {
+    /// First port of the first block.
+    #[schemars(with = "u16")]
+    pub start: Spanned<u16>,
+    /// Last port any block may use.
+    #[schemars(with = "u16")]
+    pub end: Spanned<u16>,
+    /// Ports per project block.
+    #[schemars(with = "u16")]
+    pub block: Spanned<u16>,
+}
+
+impl Default for ProjectPortRange {
+    fn default() -> Self {
+        ProjectPortRange {
+            start: Spanned::new(3000, loc0(), loc0()),
+            end: Spanned::new(8999, loc0(), loc0()),
+            block: Spanned::new(100, loc0(), loc0()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpan {
+    #[schemars(with = "u16")]
+    pub start: Spanned<u16>,
+    #[schemars(with = "u16")]
+    pub end: Spanned<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedServiceDecl {
+    /// Lower-case letters, digits and dashes.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// A port in the shared range.
+    #[schemars(with = "u16")]
+    pub port: Spanned<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareSettings {
+    /// The DNS zone, e.g. example.com. Every public hostname must be inside it.
+    #[schemars(with = "String")]
+    pub zone: Spanned<String>,
+    /// The Cloudflare account id (needed for the remote tunnel configuration).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub account_id: Option<Spanned<String>>,
+    /// A reference to the API token in the vault: `secret:meta/cloudflare/api_token`.
+    #[schemars(with = "String")]
+    pub api_token: Spanned<String>,
+    /// API base URL (default https://api.cloudflare.com/client/v4; env SUPERVISOR_CLOUDFLARE_API_URL wins).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub api_url: Option<Spanned<String>>,
+    pub tunnel: TunnelSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelMode {
+    /// Render cloudflared's config.yml on this host.
+    Local,
+    /// Edit the remote-managed tunnel configuration through the API.
+    Remote,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSettings {
+    /// The tunnel's UUID.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    pub mode: TunnelMode,
+    /// local mode: where cloudflared's config.yml is written.
+    #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
+    pub config_path: Option<Spanned<PathBuf>>,
+    /// local mode: the tunnel credentials file cloudflared reads.
+    #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
+    pub credentials_file: Option<Spanned<PathBuf>>,
+    /// local mode: the command that makes cloudflared pick up the new file.
+    #[serde(default)]
+    pub reload: Option<String>,
+    /// CNAME target (default `<id>.cfargotunnel.com`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub target: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcloudSettings {
+    /// A reference to the service-account JSON in the vault: `secret:meta/gcloud/service_account`.
+    #[schemars(with = "String")]
+    pub credentials: Spanned<String>,
+    /// Compute API base URL (default https://compute.googleapis.com/compute/v1).
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmDecl {
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The Google Cloud project id.
+    #[schemars(with = "String")]
+    pub project: Spanned<String>,
+    /// e.g. us-central1-a
+    #[schemars(with = "String")]
+    pub zone: Spanned<String>,
+    /// e.g. e2-standard-4 or custom-4-16384
+    #[schemars(with = "String")]
+    pub machine_type: Spanned<String>,
+}
+
+/// `state/projects/<name>.yaml`: one project.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "project",
+    description = "One project of a supervisor state directory."
+)]
+pub struct ProjectFile {
+    /// Must equal the file name without `.yaml`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The working copy, where CLAUDE.md is written.
+    #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
+    pub path: Option<Spanned<PathBuf>>,
+    /// First port of the project's block (aligned to the block size); otherwise the next free block.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub port_range: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub services: Vec<ServiceDecl>,
+    #[serde(default)]
+    pub secrets: SecretsDecl,
+    /// Commands agents may ask the supervisor to run to verify work.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// Free-form project instructions for agents (the project's CLAUDE.md layer).
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDecl {
+    /// Lower-case letters, digits and dashes; unique in the project.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Pin a port inside the project's block; otherwise the first free one is allocated.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub port: Option<Spanned<u16>>,
+    /// Public hostname → tunnel ingress rule + proxied CNAME.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub hostname: Option<Spanned<String>>,
+    /// Refuse any plan that removes this service.
+    #[serde(default)]
+    pub prevent_destroy: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsDecl {
+    /// Vault paths that must be set (`project/<name>/…` or `service/<name>/<service>/…`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub required: Vec<Spanned<String>>,
+}

@@ -1,0 +1,846 @@
+//! Parsing and checking: from raw file texts to a [`Desired`], collecting every problem on the way.
+//! Pure (no I/O): it works on [`Sources`] already read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_saphyr::{Location, Spanned};
+
+use super::model::{ProjectFile, SupervisorFile};
+use super::*;
+use crate::secrets::detector;
+use crate::secrets::path::SecretPath;
+
+static NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+        .unwrap_or_else(|e| panic!("name regex: {e}"))
+});
+static GCE_ZONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$").unwrap_or_else(|e| panic!("zone regex: {e}"))
+});
+static MACHINE_TYPE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[a-z][a-z0-9]*-(?:standard|highmem|highcpu|micro|small|medium|megamem|ultramem|hypermem|highgpu|megagpu|ultragpu|edgegpu|standardlssd|highlssd|custom)(?:-[0-9]+[a-z]*)?(?:-[a-z0-9]+)?|(?:[a-z][a-z0-9]*-)?custom-[0-9]+-[0-9]+(?:-ext)?)$")
+        .unwrap_or_else(|e| panic!("machine type regex: {e}"))
+});
+static GCP_PROJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+        .unwrap_or_else(|e| panic!("gcp project regex: {e}"))
+});
+static TUNNEL_ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        .unwrap_or_else(|e| panic!("tunnel id regex: {e}"))
+});
+
+const NAME_HINT: &str =
+    "use lower-case letters, digits and dashes (at most 63, not starting or ending with a dash)";
+
+/// Collects diagnostics for one file, attaching the offending source line.
+struct FileDiags<'a> {
+    path: &'a Path,
+    text: &'a str,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl FileDiags<'_> {
+    fn at(&mut self, loc: Location, message: impl Into<String>, hint: Option<&str>) {
+        let mut d = Diagnostic::new(self.path, loc, message).with_source(self.text);
+        if let Some(h) = hint {
+            d = d.hint(h);
+        }
+        self.out.push(d);
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    // An empty file (or only comments) is an empty mapping, not an error.
+    let meaningful = text.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && t != "---"
+    });
+    let result = if meaningful {
+        serde_saphyr::from_str::<T>(text)
+    } else {
+        serde_saphyr::from_str::<T>("{}")
+    };
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let loc = e.location().unwrap_or(Location::UNKNOWN);
+            let message = plain_message(&e);
+            out.push(
+                Diagnostic::new(path, loc, message)
+                    .with_source(text)
+                    .hint(parse_hint(&e.to_string())),
+            );
+            None
+        }
+    }
+}
+
+/// serde-saphyr's message without its own snippet and location suffix (we print ours).
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let full = e.without_snippet().to_string();
+    let first = full.lines().next().unwrap_or("").trim();
+    let trimmed = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    trimmed.trim_end_matches(',').to_string()
+}
+
+fn parse_hint(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "remove the key or fix its spelling; `supervisor schema` lists every accepted key"
+    } else if message.contains("duplicate") {
+        "each key may appear once per mapping"
+    } else if message.contains("missing field") {
+        "add the required key; `supervisor schema` describes each one"
+    } else {
+        "check the YAML syntax and the value's type; `supervisor schema` describes each key"
+    }
+}
+
+pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics> {
+    let mut diags = Vec::new();
+
+    // Literal credentials anywhere in state/ are refused before anything else looks at the files.
+    for (path, text) in src.supervisor.iter().chain(&src.projects) {
+        for f in detector::scan(text) {
+            let line = text[..f.start].matches('\n').count() as u64 + 1;
+            let col = text[..f.start]
+                .rsplit('\n')
+                .next()
+                .map_or(0, |l| l.chars().count()) as u64
+                + 1;
+            diags.push(
+                Diagnostic::at(path, line, col, format!("a literal credential ({}, {}) is in a state file", f.kind, f.masked()))
+                    .hint("state/ is committed to git: store the value with `supervisor secrets set PATH` and refer to it as secret:PATH"),
+            );
+        }
+    }
+
+    let sup_path = src.dir.join(SUPERVISOR_FILE);
+    let sup: Option<SupervisorFile> = match &src.supervisor {
+        Some((path, text)) => parse(path, text, &mut diags),
+        None => Some(SupervisorFile::default()),
+    };
+    let sup_text = src.supervisor.as_ref().map_or("", |(_, t)| t.as_str());
+    let projects: Vec<(PathBuf, &str, ProjectFile)> = src
+        .projects
+        .iter()
+        .filter_map(|(path, text)| {
+            parse(path, text, &mut diags).map(|p| (path.clone(), text.as_str(), p))
+        })
+        .collect();
+
+    let Some(sup) = sup else {
+        return Err(Diagnostics(diags));
+    };
+    let settings = check_settings(
+        &sup,
+        &mut FileDiags {
+            path: &sup_path,
+            text: sup_text,
+            out: &mut diags,
+        },
+    );
+    let desired_projects = check_projects(&settings, &projects, &mut diags);
+
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags));
+    }
+    Ok(Desired {
+        dir: src.dir.clone(),
+        revision: src.revision(),
+        ports: settings.ports,
+        shared_services: settings.shared,
+        cloudflare: settings.cloudflare,
+        gcloud: settings.gcloud,
+        vms: settings.vms,
+        projects: desired_projects,
+    })
+}
+
+struct Settings {
+    ports: PortSettings,
+    shared: Vec<SharedService>,
+    cloudflare: Option<Cloudflare>,
+    gcloud: Option<Gcloud>,
+    vms: Vec<Vm>,
+}
+
+fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
+    let p = &sup.ports;
+    let ports = PortSettings {
+        projects_start: p.projects.start.value,
+        projects_end: p.projects.end.value,
+        block: p.projects.block.value,
+        shared_start: p.shared.start.value,
+        shared_end: p.shared.end.value,
+    };
+    if ports.block == 0 {
+        d.at(
+            p.projects.block.referenced,
+            "the block size must be at least 1",
+            None,
+        );
+    }
+    if ports.projects_start == 0 || ports.projects_end < ports.projects_start {
+        d.at(
+            p.projects.end.referenced,
+            "ports.projects must satisfy 1 <= start <= end",
+            None,
+        );
+    } else if ports.block > 0
+        && u32::from(ports.projects_end - ports.projects_start) + 1 < u32::from(ports.block)
+    {
+        d.at(
+            p.projects.block.referenced,
+            "ports.projects is smaller than one block",
+            None,
+        );
+    }
+    if ports.shared_start == 0 || ports.shared_end < ports.shared_start {
+        d.at(
+            p.shared.end.referenced,
+            "ports.shared must satisfy 1 <= start <= end",
+            None,
+        );
+    }
+    if ports.shared_start <= ports.projects_end && ports.projects_start <= ports.shared_end {
+        d.at(
+            p.shared.start.referenced,
+            format!(
+                "the shared range {}–{} overlaps the project range {}–{}",
+                ports.shared_start, ports.shared_end, ports.projects_start, ports.projects_end
+            ),
+            Some("shared services and project blocks need separate ranges"),
+        );
+    }
+
+    let mut shared = Vec::new();
+    let mut names: HashMap<&str, Location> = HashMap::new();
+    let mut used_ports: HashMap<u16, &str> = HashMap::new();
+    for s in &sup.shared_services {
+        check_name(&s.name, "shared service", d);
+        if let Some(first) = names.insert(&s.name.value, s.name.referenced) {
+            d.at(
+                s.name.referenced,
+                format!(
+                    "shared service `{}` is declared twice (first at line {})",
+                    s.name.value,
+                    first.line()
+                ),
+                None,
+            );
+        }
+        let port = s.port.value;
+        if port < ports.shared_start || port > ports.shared_end {
+            d.at(
+                s.port.referenced,
+                format!(
+                    "port {port} of shared service `{}` is outside the shared range {}–{}",
+                    s.name.value, ports.shared_start, ports.shared_end
+                ),
+                Some("pick a port inside ports.shared"),
+            );
+        }
+        if let Some(other) = used_ports.insert(port, &s.name.value) {
+            d.at(
+                s.port.referenced,
+                format!("port {port} is already used by shared service `{other}`"),
+                None,
+            );
+        }
+        shared.push(SharedService {
+            name: s.name.value.clone(),
+            port,
+        });
+    }
+
+    let cloudflare = sup.cloudflare.as_ref().map(|cf| {
+        let zone = normalize_host(&cf.zone.value);
+        if let Err(problem) = check_hostname(&zone) {
+            d.at(cf.zone.referenced, format!("invalid zone `{}`: {problem}", cf.zone.value), None);
+        }
+        let api_token_secret = secret_ref(&cf.api_token, "cloudflare.api_token", d);
+        let t = &cf.tunnel;
+        if !TUNNEL_ID.is_match(&t.id.value) {
+            d.at(t.id.referenced, format!("tunnel id `{}` is not a UUID", t.id.value), Some("copy it from `cloudflared tunnel list`"));
+        }
+        if t.mode == TunnelMode::Local {
+            if t.config_path.is_none() {
+                d.at(t.id.referenced, "tunnel.mode local needs tunnel.config_path (where cloudflared's config.yml is written)", None);
+            }
+            if t.credentials_file.is_none() {
+                d.at(t.id.referenced, "tunnel.mode local needs tunnel.credentials_file (the tunnel's credentials JSON)", None);
+            }
+        }
+        if t.mode == TunnelMode::Remote && cf.account_id.is_none() {
+            d.at(cf.zone.referenced, "tunnel.mode remote needs cloudflare.account_id", None);
+        }
+        let target = match &t.target {
+            Some(s) => {
+                let n = normalize_host(&s.value);
+                if let Err(problem) = check_hostname(&n) {
+                    d.at(s.referenced, format!("invalid tunnel target `{}`: {problem}", s.value), None);
+                }
+                n
+            }
+            None => format!("{}.cfargotunnel.com", t.id.value),
+        };
+        if let Some(url) = &cf.api_url {
+            check_url(url, "cloudflare.api_url", d);
+        }
+        Cloudflare {
+            zone,
+            account_id: cf.account_id.as_ref().map(|a| a.value.clone()),
+            api_token_secret,
+            api_url: cf.api_url.as_ref().map(|u| u.value.clone()),
+            tunnel: Tunnel {
+                id: t.id.value.clone(),
+                mode: t.mode,
+                config_path: t.config_path.as_ref().map(|p| p.value.clone()),
+                credentials_file: t.credentials_file.as_ref().map(|p| p.value.clone()),
+                reload: t.reload.clone(),
+                target,
+            },
+        }
+    });
+
+    let gcloud = sup.gcloud.as_ref().map(|g| Gcloud {
+        credentials_secret: secret_ref(&g.credentials, "gcloud.credentials", d),
+        api_url: g.api_url.clone(),
+    });
+
+    let mut vms = Vec::new();
+    let mut vm_names: HashMap<&str, Location> = HashMap::new();
+    for vm in &sup.vms {
+        check_name(&vm.name, "VM", d);
+        if let Some(first) = vm_names.insert(&vm.name.value, vm.name.referenced) {
+            d.at(
+                vm.name.referenced,
+                format!(
+                    "VM `{}` is declared twice (first at line {})",
+                    vm.name.value,
+                    first.line()
+                ),
+                None,
+            );
+        }
+        if !GCP_PROJECT.is_match(&vm.project.value) {
+            d.at(
+                vm.project.referenced,
+                format!(
+                    "`{}` is not a valid Google Cloud project id",
+                    vm.project.value
+                ),
+                Some("6–30 lower-case letters, digits or dashes, starting with a letter"),
+            );
+        }
+        if !GCE_ZONE.is_match(&vm.zone.value) {
+            d.at(
+                vm.zone.referenced,
+                format!("`{}` is not a Compute Engine zone", vm.zone.value),
+                Some("e.g. us-central1-a"),
+            );
+        }
+        if !MACHINE_TYPE.is_match(&vm.machine_type.value) {
+            d.at(
+                vm.machine_type.referenced,
+                format!("`{}` is not a valid machine type", vm.machine_type.value),
+                Some("e.g. e2-standard-4, n2-highmem-8 or custom-4-16384"),
+            );
+        }
+        if gcloud.is_none() {
+            d.at(
+                vm.name.referenced,
+                "VMs need gcloud.credentials to be configured",
+                None,
+            );
+        }
+        vms.push(Vm {
+            name: vm.name.value.clone(),
+            project: vm.project.value.clone(),
+            zone: vm.zone.value.clone(),
+            machine_type: vm.machine_type.value.clone(),
+        });
+    }
+
+    Settings {
+        ports,
+        shared,
+        cloudflare,
+        gcloud,
+        vms,
+    }
+}
+
+fn check_url(url: &Spanned<String>, what: &str, d: &mut FileDiags<'_>) {
+    if !(url.value.starts_with("https://") || url.value.starts_with("http://")) {
+        d.at(
+            url.referenced,
+            format!("{what} must be an http(s) URL"),
+            None,
+        );
+    }
+}
+
+/// `secret:meta/…` → the vault path. Anything else is refused (a literal token must never be in state/).
+fn secret_ref(value: &Spanned<String>, what: &str, d: &mut FileDiags<'_>) -> String {
+    match value.value.strip_prefix("secret:") {
+        Some(path) => {
+            if let Err(e) = SecretPath::parse(path) {
+                d.at(value.referenced, format!("{what}: {e}"), None);
+            }
+            path.to_string()
+        }
+        None => {
+            d.at(
+                value.referenced,
+                format!("{what} must be a reference to the vault (secret:PATH), not a value"),
+                Some(
+                    "store the value with `supervisor secrets set meta/…` and write secret:meta/…",
+                ),
+            );
+            String::new()
+        }
+    }
+}
+
+fn check_name(name: &Spanned<String>, what: &str, d: &mut FileDiags<'_>) {
+    if !NAME.is_match(&name.value) {
+        d.at(
+            name.referenced,
+            format!("invalid {what} name `{}`", name.value),
+            Some(NAME_HINT),
+        );
+    }
+}
+
+pub(crate) fn normalize_host(h: &str) -> String {
+    h.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Hostname rules (as cloudflared and DNS apply them): no port, no scheme or path, labels of 1–63
+/// letters/digits/dashes not starting or ending with a dash, `*` only as the whole leftmost label.
+pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
+    if h.is_empty() {
+        return Err("it is empty".into());
+    }
+    if h.contains("://") || h.contains('/') {
+        return Err("a hostname has no scheme or path".into());
+    }
+    if h.contains(':') {
+        return Err("a hostname has no port (the port comes from the service)".into());
+    }
+    if h.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    let labels: Vec<&str> = h.split('.').collect();
+    if labels.len() < 2 {
+        return Err("it needs at least two labels (name.tld)".into());
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if *l == "*" {
+            if i != 0 {
+                return Err("`*` is only allowed as the leftmost label".into());
+            }
+            continue;
+        }
+        if l.is_empty() || l.len() > 63 {
+            return Err(format!("label `{l}` must be 1–63 characters"));
+        }
+        if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(if l.contains('*') {
+                "`*` is only allowed as a whole leftmost label".into()
+            } else {
+                format!("label `{l}` may only contain letters, digits and dashes")
+            });
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err(format!("label `{l}` must not start or end with a dash"));
+        }
+    }
+    Ok(())
+}
+
+fn check_projects(
+    settings: &Settings,
+    projects: &[(PathBuf, &str, ProjectFile)],
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Project> {
+    let ports = settings.ports;
+    let mut out = BTreeMap::new();
+    // hostname → (file, line, project/service) of its first use, across all projects
+    let mut hostnames: HashMap<String, (PathBuf, u64, String)> = HashMap::new();
+    let mut blocks: HashMap<u16, (PathBuf, String)> = HashMap::new();
+
+    for (path, text, p) in projects {
+        let mut d = FileDiags {
+            path,
+            text,
+            out: diags,
+        };
+        let name = &p.name.value;
+        check_name(&p.name, "project", &mut d);
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem != name {
+            d.at(
+                p.name.referenced,
+                format!("the project is named `{name}` but its file is `{stem}.yaml`"),
+                Some("the file name must be the project name: rename one of them"),
+            );
+        }
+
+        // The project's block.
+        let block = p.port_range.as_ref().map(|pr| {
+            let start = pr.value;
+            let aligned = ports.block > 0
+                && start >= ports.projects_start
+                && (start - ports.projects_start).is_multiple_of(ports.block);
+            let end = u32::from(start) + u32::from(ports.block) - 1;
+            if !aligned || end > u32::from(ports.projects_end) {
+                let hint = format!(
+                    "blocks start at {} + a multiple of {} and end by {}",
+                    ports.projects_start, ports.block, ports.projects_end
+                );
+                d.at(pr.referenced, format!("port_range {start} is not the start of a block in {}–{}", ports.projects_start, ports.projects_end), Some(&hint));
+            } else if let Some((other_file, other)) = blocks.insert(start, (path.clone(), name.clone())) {
+                d.at(
+                    pr.referenced,
+                    format!("port_range {start} overlaps project `{other}` ({})", other_file.display()),
+                    Some("give each project its own block, or leave port_range out to get the next free one"),
+                );
+            }
+            (start, end as u16)
+        });
+
+        let mut services = Vec::new();
+        let mut service_names: HashMap<&str, Location> = HashMap::new();
+        let mut pinned: HashMap<u16, &str> = HashMap::new();
+        for s in &p.services {
+            check_name(&s.name, "service", &mut d);
+            if let Some(first) = service_names.insert(&s.name.value, s.name.referenced) {
+                d.at(
+                    s.name.referenced,
+                    format!(
+                        "service `{}` is declared twice in project `{name}` (first at line {})",
+                        s.name.value,
+                        first.line()
+                    ),
+                    None,
+                );
+            }
+            if let Some(port) = &s.port {
+                match block {
+                    Some((lo, hi)) if port.value < lo || port.value > hi => d.at(
+                        port.referenced,
+                        format!("port {} of service `{}` is outside the project's block {lo}–{hi}", port.value, s.name.value),
+                        Some("pin a port inside the block, or leave `port` out to get the first free one"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        let suggestion = if ports.block > 0 && port.value >= ports.projects_start {
+                            ports.projects_start + (port.value - ports.projects_start) / ports.block * ports.block
+                        } else {
+                            ports.projects_start
+                        };
+                        d.at(
+                            port.referenced,
+                            format!("service `{}` pins port {} but project `{name}` has no port_range", s.name.value, port.value),
+                            Some(&format!("pinning a port needs a pinned block: add `port_range: {suggestion}`")),
+                        );
+                    }
+                }
+                if let Some(other) = pinned.insert(port.value, &s.name.value) {
+                    d.at(
+                        port.referenced,
+                        format!(
+                            "port {} is pinned by both `{other}` and `{}`",
+                            port.value, s.name.value
+                        ),
+                        None,
+                    );
+                }
+            }
+            let hostname = s.hostname.as_ref().map(|h| {
+                let n = normalize_host(&h.value);
+                if let Err(problem) = check_hostname(&n) {
+                    d.at(
+                        h.referenced,
+                        format!("invalid hostname `{}`: {problem}", h.value),
+                        None,
+                    );
+                } else if let Some(cf) = &settings.cloudflare {
+                    if n != cf.zone && !n.ends_with(&format!(".{}", cf.zone)) {
+                        d.at(
+                            h.referenced,
+                            format!("hostname `{n}` is outside the zone {}", cf.zone),
+                            Some("public hostnames must be in cloudflare.zone"),
+                        );
+                    }
+                } else {
+                    d.at(
+                        h.referenced,
+                        format!(
+                            "service `{}` has a hostname but no cloudflare section is configured",
+                            s.name.value
+                        ),
+                        Some("add cloudflare: to supervisor.yaml, or remove the hostname"),
+                    );
+                }
+                let owner = format!("{name}/{}", s.name.value);
+                if let Some((f, line, other)) = hostnames.get(&n) {
+                    d.at(
+                        h.referenced,
+                        format!(
+                            "hostname `{n}` is already used by {other} ({}:{line})",
+                            f.display()
+                        ),
+                        Some("a hostname routes to exactly one service"),
+                    );
+                } else {
+                    hostnames.insert(n.clone(), (path.clone(), h.referenced.line(), owner));
+                }
+                n
+            });
+            services.push(Service {
+                name: s.name.value.clone(),
+                port: s.port.as_ref().map(|p| p.value),
+                hostname,
+                prevent_destroy: s.prevent_destroy,
+            });
+        }
+
+        let mut required = Vec::new();
+        for r in &p.secrets.required {
+            match SecretPath::parse(&r.value) {
+                Ok(sp) => {
+                    let svc_ok = sp
+                        .service()
+                        .is_none_or(|svc| p.services.iter().any(|s| s.name.value == svc));
+                    if sp.project() != Some(name.as_str()) || !svc_ok {
+                        d.at(
+                            r.referenced,
+                            format!(
+                                "required secret `{}` does not belong to project `{name}`",
+                                r.value
+                            ),
+                            Some(&format!(
+                                "use project/{name}/… or service/{name}/<service>/…"
+                            )),
+                        );
+                    }
+                }
+                Err(e) => d.at(r.referenced, e.to_string(), None),
+            }
+            required.push(r.value.clone());
+        }
+        for c in &p.checks {
+            if c.trim().is_empty() {
+                d.at(p.name.referenced, "a check command is empty", None);
+            }
+        }
+
+        if out.contains_key(name) {
+            d.at(
+                p.name.referenced,
+                format!("project `{name}` is declared twice"),
+                None,
+            );
+        }
+        out.insert(
+            name.clone(),
+            Project {
+                name: name.clone(),
+                host: crate::store::DEFAULT_HOST.to_string(),
+                path: p.path.as_ref().map(|x| x.value.clone()),
+                port_range: p.port_range.as_ref().map(|x| x.value),
+                services,
+                secrets: RequiredSecrets { required },
+                checks: p.checks.clone(),
+                instructions: p.instructions.clone(),
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(sup: Option<&str>, projects: &[(&str, &str)]) -> Sources {
+        let dir = PathBuf::from("state");
+        Sources {
+            supervisor: sup.map(|t| (dir.join(SUPERVISOR_FILE), t.to_string())),
+            projects: projects
+                .iter()
+                .map(|(n, t)| {
+                    (
+                        dir.join(PROJECTS_DIR).join(format!("{n}.yaml")),
+                        t.to_string(),
+                    )
+                })
+                .collect(),
+            dir,
+        }
+    }
+
+    fn errors(src: &Sources) -> Vec<String> {
+        desired_from_sources(src)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}:{}: {}",
+                    d.file.display(),
+                    d.line,
+                    d.column,
+                    d.message
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_project_loads() {
+        let src = sources(
+            None,
+            &[(
+                "shop",
+                "name: shop\nport_range: 3100\nservices:\n  - name: api\n    port: 3101\n  - name: web\n",
+            )],
+        );
+        let d = desired_from_sources(&src).unwrap();
+        let shop = &d.projects["shop"];
+        assert_eq!(shop.port_range, Some(3100));
+        assert_eq!(shop.services.len(), 2);
+        assert_eq!(shop.services[0].port, Some(3101));
+        assert!(d.revision.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_location() {
+        let src = sources(
+            Some("shared_services:\n  - name: pg\n    port: 5432\n"),
+            &[
+                (
+                    "a",
+                    "name: a\nport_range: 3100\nservices:\n  - name: api\n    port: 3250\n  - name: api\n",
+                ),
+                (
+                    "b",
+                    "name: b\nport_range: 3100\nservices:\n  - name: web\n    hostname: \"web.example.com:8080\"\n",
+                ),
+                ("c", "name: c\nservics: []\n"),
+            ],
+        );
+        let errs = errors(&src);
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "state/supervisor.yaml:3:11: port 5432 of shared service `pg` is outside"
+            )),
+            "{errs:#?}"
+        );
+        assert!(errs.iter().any(|e| e.starts_with("state/projects/a.yaml:5:11: port 3250 of service `api` is outside the project's block 3100–3199")), "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("state/projects/a.yaml:6:11: service `api` is declared twice")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e
+                .starts_with("state/projects/b.yaml:2:13: port_range 3100 overlaps project `a`")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("b.yaml:5:15: invalid hostname") && e.contains("no port")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("state/projects/c.yaml:2:1") && e.contains("servics")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn hostnames_are_unique_across_projects_and_inside_the_zone() {
+        let sup = "cloudflare:\n  zone: example.com\n  api_token: secret:meta/cloudflare/api_token\n  account_id: acc\n  tunnel:\n    id: 0b5a9bd6-4c3a-4b87-9c79-3b3f5f0c6a11\n    mode: remote\n";
+        let src = sources(
+            Some(sup),
+            &[
+                (
+                    "a",
+                    "name: a\nservices:\n  - name: web\n    hostname: App.Example.com.\n",
+                ),
+                (
+                    "b",
+                    "name: b\nservices:\n  - name: web\n    hostname: app.example.com\n  - name: api\n    hostname: api.other.org\n",
+                ),
+            ],
+        );
+        let errs = errors(&src);
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .contains("b.yaml:4:15: hostname `app.example.com` is already used by a/web")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e
+                .contains("b.yaml:6:15: hostname `api.other.org` is outside the zone example.com")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn literal_credentials_and_bad_references_are_refused() {
+        let sup = "cloudflare:\n  zone: example.com\n  api_token: abcdefABCDEF0123456789abcdefABCDEF012345\n  tunnel:\n    id: 0b5a9bd6-4c3a-4b87-9c79-3b3f5f0c6a11\n    mode: remote\n";
+        let src = sources(
+            Some(sup),
+            &[(
+                "a",
+                "name: a\ninstructions: \"use ghp_1234567890abcdefghijABCDEFGHIJ123456\"\n",
+            )],
+        );
+        let errs = errors(&src);
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .contains("supervisor.yaml:3:14: cloudflare.api_token must be a reference")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("a.yaml:2:20: a literal credential (github_token")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().all(|e| !e.contains("ghp_1234567890abcdefghij")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn file_name_must_match_project_name() {
+        let errs = errors(&sources(None, &[("shop", "name: store\n")]));
+        assert_eq!(
+            errs,
+            vec![
+                "state/projects/shop.yaml:1:7: the project is named `store` but its file is `shop.yaml`"
+            ]
+        );
+    }
+}

@@ -1,0 +1,690 @@
+//! Storage: the registry database behind ports, secrets, the engine's inventory and journal, timing
+//! and knowledge.
+//!
+//! One set of repository traits ([`SecretRepo`], [`PortRepo`], [`InventoryRepo`], [`JournalRepo`],
+//! [`KnowledgeRepo`], [`TokenRepo`]) gathered into [`Store`], with two real implementations:
+//!
+//! * [`sqlite::SqliteStore`] — the embedded default (bundled SQLite, WAL, sqlite-vec, FTS5), a file under
+//!   `.supervisor/` next to the state directory, created on first use;
+//! * [`postgres::PostgresStore`] — PostgreSQL 14+ with pgvector, for production and several hosts.
+//!
+//! Queries whose SQL is the same on both backends are written once (`portable.rs`) and expanded for each;
+//! what differs (locking, vectors, full-text search, error codes) is written per backend. Migrations are
+//! embedded and applied when a store is opened.
+//!
+//! Guarantees the callers rely on, enforced by the schema rather than by callers: a port is allocated to at
+//! most one service per host and a service holds at most one port (unique constraints, so even two
+//! concurrent applies cannot double-allocate); a project's port block never overlaps another's. This module
+//! never sees a secret in clear text: it stores and returns ciphertext only.
+
+mod portable;
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The host every single-VM installation uses; ports and tunnel ingress are per host.
+pub const DEFAULT_HOST: &str = "default";
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the {backend} database at {location}: {source}")]
+    Open {
+        backend: Backend,
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot prepare the database directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("applying database migrations on {backend} failed: {source}")]
+    Migrate {
+        backend: Backend,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error while trying to {op}: {source}")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "another apply holds the lock on {what}; gave up after waiting {waited:?} (raise --lock-timeout to wait longer)"
+    )]
+    LockTimeout { what: String, waited: Duration },
+    #[error("cannot take the apply lock file {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "unsupported database URL {url}: use postgres://… (or postgresql://…) for PostgreSQL, or sqlite://PATH for SQLite"
+    )]
+    UnsupportedUrl { url: String },
+}
+
+impl StoreError {
+    pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| {
+            if is_unique_violation(&source) {
+                StoreError::Conflict(format!(
+                    "cannot {op}: it conflicts with an existing row ({source})"
+                ))
+            } else {
+                StoreError::Query { op, source }
+            }
+        }
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// Where the database lives, chosen from a URL (or the embedded default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// `None` → the embedded default: `<parent of state dir>/.supervisor/supervisor.db`.
+    pub fn resolve(url: Option<&str>, state_dir: &Path) -> Result<Location> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(Location::Sqlite(default_sqlite_path(state_dir))),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Location::Postgres(u.to_string()))
+            }
+            Some(u) => {
+                let path = u
+                    .strip_prefix("sqlite://")
+                    .or_else(|| u.strip_prefix("sqlite:"))
+                    .filter(|p| !p.is_empty() && !p.starts_with(":memory:"))
+                    .ok_or_else(|| StoreError::UnsupportedUrl { url: redact_url(u) })?;
+                Ok(Location::Sqlite(PathBuf::from(path)))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+pub fn default_sqlite_path(state_dir: &Path) -> PathBuf {
+    let parent = match state_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parent.join(".supervisor").join("supervisor.db")
+}
+
+/// A database URL fit for messages: the password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Opens (creating and migrating as needed) the store at `location`.
+pub async fn open(location: &Location) -> Result<Arc<dyn Store>> {
+    match location {
+        Location::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Location::Postgres(url) => Ok(Arc::new(PostgresStore::open(url).await?)),
+    }
+}
+
+/// Everything the supervisor keeps in its database.
+#[async_trait]
+pub trait Store:
+    SecretRepo + PortRepo + InventoryRepo + JournalRepo + KnowledgeRepo + TokenRepo + Send + Sync
+{
+    fn backend(&self) -> Backend;
+
+    /// Backend, version, vector support and migrations, for `doctor`.
+    async fn info(&self) -> Result<DatabaseInfo>;
+
+    /// Takes the apply lock (one apply at a time per database), waiting up to `timeout`.
+    /// PostgreSQL: a session advisory lock on a dedicated connection (never through the pool).
+    /// SQLite: an exclusive lock on a file next to the database.
+    async fn lock_apply(&self, timeout: Duration) -> Result<ApplyLock>;
+
+    /// Tries to take reconcile leadership (several `serve` processes on one database elect one
+    /// reconciler). Returns `None` when another process leads. SQLite: the same lock file mechanism.
+    async fn try_lead(&self) -> Result<Option<ApplyLock>>;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseInfo {
+    pub backend: Backend,
+    pub location: String,
+    pub server_version: String,
+    /// pgvector's version (PostgreSQL) or sqlite-vec's (SQLite); `None` when missing.
+    pub vector_extension: Option<String>,
+    pub full_text_search: String,
+    pub migrations_applied: Vec<AppliedMigration>,
+    pub migrations_known: usize,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+/// A held apply or leadership lock; released when dropped (or by [`ApplyLock::release`]).
+pub struct ApplyLock {
+    inner: LockInner,
+}
+
+enum LockInner {
+    File(std::fs::File),
+    Postgres(Box<sqlx::PgConnection>),
+}
+
+impl ApplyLock {
+    pub(crate) fn file(file: std::fs::File) -> Self {
+        ApplyLock {
+            inner: LockInner::File(file),
+        }
+    }
+    pub(crate) fn postgres(conn: sqlx::PgConnection) -> Self {
+        ApplyLock {
+            inner: LockInner::Postgres(Box::new(conn)),
+        }
+    }
+
+    /// Checks that the lock is still held (for a leader: that its session is alive).
+    pub async fn is_alive(&mut self) -> bool {
+        match &mut self.inner {
+            LockInner::File(_) => true,
+            LockInner::Postgres(conn) => sqlx::Connection::ping(conn.as_mut()).await.is_ok(),
+        }
+    }
+
+    pub async fn release(self) {
+        match self.inner {
+            LockInner::File(file) => drop(file),
+            LockInner::Postgres(conn) => {
+                // Closing the session releases every advisory lock it holds.
+                let _ = sqlx::Connection::close(*conn).await;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ApplyLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner {
+            LockInner::File(_) => f.write_str("ApplyLock(file)"),
+            LockInner::Postgres(_) => f.write_str("ApplyLock(postgres advisory)"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Secrets (ciphertext only)
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretScope {
+    Meta,
+    Project,
+    Service,
+}
+
+impl SecretScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretScope::Meta => "meta",
+            SecretScope::Project => "project",
+            SecretScope::Service => "service",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "meta" => Some(SecretScope::Meta),
+            "project" => Some(SecretScope::Project),
+            "service" => Some(SecretScope::Service),
+            _ => None,
+        }
+    }
+}
+
+/// A secret as stored: metadata plus ciphertext. Never holds the value in clear.
+#[derive(Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    pub path: String,
+    pub scope: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub description: Option<String>,
+    pub ciphertext: Vec<u8>,
+    pub key_version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    pub access_count: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rotation_required: bool,
+}
+
+impl fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("path", &self.path)
+            .field("key_version", &self.key_version)
+            .field(
+                "ciphertext",
+                &format_args!("<{} bytes>", self.ciphertext.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `list` shows: everything but the ciphertext.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SecretMeta {
+    pub path: String,
+    pub scope: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub description: Option<String>,
+    pub key_version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    pub access_count: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rotation_required: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SecretFilter {
+    pub scope: Option<SecretScope>,
+    pub project: Option<String>,
+    /// Only paths starting with this prefix.
+    pub path_prefix: Option<String>,
+}
+
+/// One line of the secret access log.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AccessEvent {
+    pub path: String,
+    pub action: String,
+    pub actor: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait SecretRepo {
+    /// Inserts or replaces the ciphertext (and metadata) at `row.path`; creation time and access
+    /// statistics of an existing secret are kept.
+    async fn put_secret(&self, row: &SecretRow) -> Result<()>;
+    async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>>;
+    async fn list_secrets(&self, filter: &SecretFilter) -> Result<Vec<SecretMeta>>;
+    /// Returns whether a secret was deleted.
+    async fn delete_secret(&self, path: &str) -> Result<bool>;
+    /// Appends access events and, for successful reads, bumps `access_count`/`last_accessed_at` —
+    /// all in one transaction (callers batch concurrent reads into one call).
+    async fn record_access(&self, events: &[AccessEvent]) -> Result<()>;
+    /// Newest first; `path` filters to one secret.
+    async fn access_log(&self, path: Option<&str>, limit: i64) -> Result<Vec<AccessEvent>>;
+    /// Every secret's ciphertext, for key rotation.
+    async fn all_secrets(&self) -> Result<Vec<SecretRow>>;
+    /// Replaces ciphertexts (path, ciphertext, key_version) in one transaction: all or nothing.
+    async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> Result<()>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Ports
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PortRange {
+    pub host: String,
+    pub project: String,
+    pub start_port: i32,
+    pub end_port: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct PortAllocation {
+    pub host: String,
+    pub project: String,
+    pub service: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SharedPort {
+    pub host: String,
+    pub name: String,
+    pub port: i32,
+}
+
+/// The whole port registry of one host, read in one consistent snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PortRegistry {
+    pub ranges: Vec<PortRange>,
+    pub allocations: Vec<PortAllocation>,
+    pub shared: Vec<SharedPort>,
+}
+
+#[async_trait]
+pub trait PortRepo {
+    async fn port_registry(&self, host: &str) -> Result<PortRegistry>;
+    /// Fails with [`StoreError::Conflict`] when the block or the project already has a range.
+    async fn insert_port_range(&self, range: &PortRange) -> Result<()>;
+    async fn delete_port_range(&self, host: &str, project: &str) -> Result<bool>;
+    /// Fails with [`StoreError::Conflict`] when the port or the service is already taken.
+    async fn insert_port_allocation(&self, alloc: &PortAllocation) -> Result<()>;
+    /// Moves an existing allocation to another port (a pin changed).
+    async fn update_port_allocation(&self, alloc: &PortAllocation) -> Result<bool>;
+    async fn delete_port_allocation(
+        &self,
+        host: &str,
+        project: &str,
+        service: &str,
+    ) -> Result<bool>;
+    async fn insert_shared_port(&self, shared: &SharedPort) -> Result<()>;
+    async fn update_shared_port(&self, shared: &SharedPort) -> Result<bool>;
+    async fn delete_shared_port(&self, host: &str, name: &str) -> Result<bool>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Engine inventory and journal
+
+/// Something in the outside world the supervisor created or adopted.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ManagedObject {
+    pub provider: String,
+    pub address: String,
+    pub external_id: Option<String>,
+    pub attributes: sqlx::types::Json<serde_json::Value>,
+    pub adopted: bool,
+}
+
+#[async_trait]
+pub trait InventoryRepo {
+    async fn list_managed(&self, provider: &str) -> Result<Vec<ManagedObject>>;
+    async fn upsert_managed(&self, object: &ManagedObject) -> Result<()>;
+    async fn delete_managed(&self, provider: &str, address: &str) -> Result<bool>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ApplyRun {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub desired_revision: String,
+    pub git_revision: Option<String>,
+    pub actor: String,
+    pub summary: sqlx::types::Json<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub run_id: String,
+    pub seq: i32,
+    pub address: String,
+    pub provider: String,
+    pub action: String,
+    pub intent: sqlx::types::Json<serde_json::Value>,
+    pub status: String,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait JournalRepo {
+    async fn begin_run(&self, run: &ApplyRun) -> Result<()>;
+    async fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        summary: &serde_json::Value,
+    ) -> Result<()>;
+    /// Marks runs still `running` as `interrupted` (call while holding the apply lock: nobody else can
+    /// be running). Returns how many were marked.
+    async fn mark_interrupted_runs(&self) -> Result<u64>;
+    /// Records the intent of a change before it is carried out; returns the journal id.
+    async fn journal_start(
+        &self,
+        run_id: &str,
+        seq: i32,
+        address: &str,
+        provider: &str,
+        action: &str,
+        intent: &serde_json::Value,
+    ) -> Result<i64>;
+    async fn journal_finish(&self, id: i64, error: Option<&str>) -> Result<()>;
+    /// The newest journal entry of every address.
+    async fn latest_journal_entries(&self) -> Result<Vec<JournalEntry>>;
+    async fn last_run(&self) -> Result<Option<ApplyRun>>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Knowledge
+
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub project: String,
+    pub source: String,
+    pub document: String,
+    pub chunk_index: i32,
+    pub heading: Option<String>,
+    pub content: String,
+    pub content_hash: String,
+    /// (model name, unit-length vector)
+    pub embedding: Option<(String, Vec<f32>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkHit {
+    pub id: i64,
+    pub document: String,
+    pub chunk_index: i32,
+    /// Higher is better: BM25 / ts_rank for text search, cosine similarity for vectors.
+    pub score: f64,
+}
+
+#[async_trait]
+pub trait KnowledgeRepo {
+    /// Inserts or replaces the chunk at (project, source, document, chunk_index); returns its id.
+    async fn upsert_chunk(&self, chunk: &NewChunk) -> Result<i64>;
+    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>>;
+    /// Cosine similarity over vectors of `model` only.
+    async fn vector_search(
+        &self,
+        project: &str,
+        model: &str,
+        query: &[f32],
+        limit: i64,
+    ) -> Result<Vec<ChunkHit>>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// MCP bearer tokens (only hashes are stored)
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: String,
+    /// `None` → a meta token (valid on every endpoint).
+    pub project: Option<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait TokenRepo {
+    async fn insert_token(&self, row: &TokenRow, hash: &str) -> Result<()>;
+    /// The token with this hash, if it exists and is not revoked.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>>;
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+}
+
+impl ChunkHit {
+    fn from_row((id, document, chunk_index, score): (i64, String, i32, f64)) -> Self {
+        ChunkHit {
+            id,
+            document,
+            chunk_index,
+            score,
+        }
+    }
+}
+
+/// The words of a free-text query, safe to embed in FTS5 / tsquery syntax (letters and digits only).
+fn search_terms(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .take(64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact_url("postgres://db/app"), "postgres://db/app");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/app"),
+            "postgres://u:***@db/app"
+        );
+    }
+
+    #[test]
+    fn locations_from_urls() {
+        let state = Path::new("/srv/state");
+        assert_eq!(
+            Location::resolve(None, state).unwrap(),
+            Location::Sqlite("/srv/.supervisor/supervisor.db".into())
+        );
+        assert_eq!(
+            Location::resolve(Some("sqlite:///tmp/x.db"), state).unwrap(),
+            Location::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            Location::resolve(Some("postgresql://h/db"), state)
+                .unwrap()
+                .backend(),
+            Backend::Postgres
+        );
+        let err = Location::resolve(Some("mysql://u:pw@h/db"), state)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mysql://u:***@h/db") && !err.contains("pw"),
+            "{err}"
+        );
+        assert!(
+            Location::resolve(Some("sqlite::memory:"), state).is_err(),
+            "no in-memory stand-in"
+        );
+        assert_eq!(
+            default_sqlite_path(Path::new("state")),
+            PathBuf::from("./.supervisor/supervisor.db")
+        );
+    }
+}

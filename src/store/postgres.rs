@@ -1,0 +1,229 @@
+//! PostgreSQL 14+ with pgvector: production and several hosts on one database.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::portable::portable_repos;
+use super::{
+    ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result, Store, StoreError,
+    redact_url,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Advisory-lock key space of the supervisor: the two-integer form, so it can never collide with
+/// sqlx's migration lock (one 64-bit key). The second integer says what is locked.
+const LOCK_CLASS: i32 = 0x5355_5056; // "SUPV"
+const LOCK_APPLY: i32 = 1;
+const LOCK_LEADER: i32 = 2;
+
+pub struct PostgresStore {
+    pub(crate) pool: PgPool,
+    options: PgConnectOptions,
+    url_for_messages: String,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let url_for_messages = redact_url(url);
+        let open_err = |source| StoreError::Open {
+            backend: Backend::Postgres,
+            location: url_for_messages.clone(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .application_name("supervisor");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: Backend::Postgres,
+                source,
+            })?;
+        Ok(PostgresStore {
+            pool,
+            options,
+            url_for_messages,
+        })
+    }
+
+    /// Tries the advisory lock `what` on a dedicated connection (never a pooled one: the lock belongs to
+    /// the session and must outlive any single query).
+    async fn try_advisory(&self, what: i32) -> Result<Option<ApplyLock>> {
+        let op = "take an advisory lock";
+        let mut conn = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(StoreError::query(op))?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(what)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(StoreError::query(op))?;
+        if got {
+            Ok(Some(ApplyLock::postgres(conn)))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
+
+portable_repos!(PostgresStore);
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn info(&self) -> Result<DatabaseInfo> {
+        let op = "read database information";
+        let server_version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+        let vector_extension: Option<String> =
+            sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query(op))?;
+        let migrations_applied = sqlx::query_as(
+            "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        Ok(DatabaseInfo {
+            backend: Backend::Postgres,
+            location: self.url_for_messages.clone(),
+            server_version,
+            vector_extension,
+            full_text_search: "tsvector (ts_rank_cd)".into(),
+            migrations_applied,
+            migrations_known: MIGRATOR.iter().count(),
+        })
+    }
+
+    async fn lock_apply(&self, timeout: Duration) -> Result<ApplyLock> {
+        let started = Instant::now();
+        loop {
+            if let Some(lock) = self.try_advisory(LOCK_APPLY).await? {
+                return Ok(lock);
+            }
+            if started.elapsed() >= timeout {
+                return Err(StoreError::LockTimeout {
+                    what: format!("the database {}", self.url_for_messages),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_lead(&self) -> Result<Option<ApplyLock>> {
+        self.try_advisory(LOCK_LEADER).await
+    }
+}
+
+/// A user's words as a tsquery: every term sanitised, any term may match.
+fn tsquery(text: &str) -> Option<String> {
+    let terms: Vec<String> = super::search_terms(text).collect();
+    (!terms.is_empty()).then(|| terms.join(" | "))
+}
+
+#[async_trait]
+impl KnowledgeRepo for PostgresStore {
+    async fn upsert_chunk(&self, c: &NewChunk) -> Result<i64> {
+        let now = chrono::Utc::now();
+        let (model, dimension, embedding) = match &c.embedding {
+            Some((model, v)) => (
+                Some(model.as_str()),
+                Some(v.len() as i32),
+                Some(pgvector::Vector::from(v.clone())),
+            ),
+            None => (None, None, None),
+        };
+        sqlx::query_scalar(
+            "INSERT INTO knowledge_chunks (project, source, document, chunk_index, heading, content, content_hash,
+                                           model, dimension, embedding, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+             ON CONFLICT (project, source, document, chunk_index) DO UPDATE SET
+                 heading = excluded.heading, content = excluded.content, content_hash = excluded.content_hash,
+                 model = excluded.model, dimension = excluded.dimension, embedding = excluded.embedding,
+                 updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(&c.project)
+        .bind(&c.source)
+        .bind(&c.document)
+        .bind(c.chunk_index)
+        .bind(&c.heading)
+        .bind(&c.content)
+        .bind(&c.content_hash)
+        .bind(model)
+        .bind(dimension)
+        .bind(embedding)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query("store a knowledge chunk"))
+    }
+
+    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>> {
+        let Some(q) = tsquery(query) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
+            "SELECT id, document, chunk_index, ts_rank_cd(search_text, q)::float8 AS score
+             FROM knowledge_chunks, to_tsquery('english', $1) AS q
+             WHERE project = $2 AND search_text @@ q
+             ORDER BY score DESC, id LIMIT $3",
+        )
+        .bind(q)
+        .bind(project)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("search knowledge (full text)"))?;
+        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
+    }
+
+    async fn vector_search(
+        &self,
+        project: &str,
+        model: &str,
+        query: &[f32],
+        limit: i64,
+    ) -> Result<Vec<ChunkHit>> {
+        // The cast to the model's dimension lets the planner use that model's partial HNSW index.
+        let dimension = query.len();
+        let sql = format!(
+            "SELECT id, document, chunk_index, (1 - (embedding::vector({dimension}) <=> $1))::float8 AS score
+             FROM knowledge_chunks
+             WHERE project = $2 AND model = $3 AND dimension = {dimension}
+             ORDER BY embedding::vector({dimension}) <=> $1 LIMIT $4"
+        );
+        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(pgvector::Vector::from(query.to_vec()))
+            .bind(project)
+            .bind(model)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("search knowledge (vectors)"))?;
+        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
+    }
+}

@@ -1,0 +1,271 @@
+//! The embedded default: bundled SQLite in WAL mode, with sqlite-vec for vectors and FTS5 for text.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::portable::portable_repos;
+use super::{
+    ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result, Store, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Registers sqlite-vec with every SQLite connection opened from now on. Must run before the pool opens.
+fn register_sqlite_vec() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_vec_init` is the extension entry point with the signature SQLite expects for
+        // auto extensions (db, error message out-pointer, API routines); the transmute only erases it
+        // to the generic `unsafe extern "C" fn()` the registration function takes.
+        unsafe {
+            type EntryPoint = unsafe extern "C" fn(
+                *mut libsqlite3_sys::sqlite3,
+                *mut *mut std::os::raw::c_char,
+                *const libsqlite3_sys::sqlite3_api_routines,
+            ) -> std::os::raw::c_int;
+            let init: EntryPoint = std::mem::transmute(sqlite_vec::sqlite3_vec_init as *const ());
+            libsqlite3_sys::sqlite3_auto_extension(Some(init));
+        }
+    });
+}
+
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it (and its directory) on first use, and applies
+    /// migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        register_sqlite_vec();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                backend: Backend::Sqlite,
+                location: path.display().to_string(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: Backend::Sqlite,
+                source,
+            })?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self, purpose: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{purpose}.lock"));
+        self.path.with_file_name(name)
+    }
+
+    fn try_lock_file(&self, purpose: &str) -> Result<Option<std::fs::File>> {
+        let path = self.lock_path(purpose);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::LockFile {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::LockFile { path, source }),
+        }
+    }
+}
+
+portable_repos!(SqliteStore);
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn info(&self) -> Result<DatabaseInfo> {
+        let op = "read database information";
+        let server_version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+        let vector_extension: Option<String> = sqlx::query_scalar("SELECT vec_version()")
+            .fetch_one(&self.pool)
+            .await
+            .ok();
+        let fts5: bool = sqlx::query_scalar("SELECT sqlite_compileoption_used('ENABLE_FTS5')")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+        let migrations_applied = sqlx::query_as(
+            "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        Ok(DatabaseInfo {
+            backend: Backend::Sqlite,
+            location: self.path.display().to_string(),
+            server_version,
+            vector_extension,
+            full_text_search: if fts5 {
+                "FTS5 (bm25)".into()
+            } else {
+                "missing".into()
+            },
+            migrations_applied,
+            migrations_known: MIGRATOR.iter().count(),
+        })
+    }
+
+    async fn lock_apply(&self, timeout: Duration) -> Result<ApplyLock> {
+        let started = Instant::now();
+        loop {
+            if let Some(file) = self.try_lock_file("apply")? {
+                return Ok(ApplyLock::file(file));
+            }
+            if started.elapsed() >= timeout {
+                return Err(StoreError::LockTimeout {
+                    what: self.lock_path("apply").display().to_string(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_lead(&self) -> Result<Option<ApplyLock>> {
+        Ok(self.try_lock_file("leader")?.map(ApplyLock::file))
+    }
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A user's words as an FTS5 query: every term quoted (no operator injection), any term may match.
+fn fts5_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = super::search_terms(text)
+        .map(|t| format!("\"{t}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" OR "))
+}
+
+#[async_trait]
+impl KnowledgeRepo for SqliteStore {
+    async fn upsert_chunk(&self, c: &NewChunk) -> Result<i64> {
+        let now = chrono::Utc::now();
+        let (model, dimension, embedding) = match &c.embedding {
+            Some((model, v)) => (
+                Some(model.as_str()),
+                Some(v.len() as i32),
+                Some(vector_bytes(v)),
+            ),
+            None => (None, None, None),
+        };
+        sqlx::query_scalar(
+            "INSERT INTO knowledge_chunks (project, source, document, chunk_index, heading, content, content_hash,
+                                           model, dimension, embedding, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+             ON CONFLICT (project, source, document, chunk_index) DO UPDATE SET
+                 heading = excluded.heading, content = excluded.content, content_hash = excluded.content_hash,
+                 model = excluded.model, dimension = excluded.dimension, embedding = excluded.embedding,
+                 updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(&c.project)
+        .bind(&c.source)
+        .bind(&c.document)
+        .bind(c.chunk_index)
+        .bind(&c.heading)
+        .bind(&c.content)
+        .bind(&c.content_hash)
+        .bind(model)
+        .bind(dimension)
+        .bind(embedding)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query("store a knowledge chunk"))
+    }
+
+    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>> {
+        let Some(q) = fts5_query(query) else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
+            "SELECT c.id, c.document, c.chunk_index, -bm25(knowledge_chunks_fts) AS score
+             FROM knowledge_chunks_fts JOIN knowledge_chunks c ON c.id = knowledge_chunks_fts.rowid
+             WHERE knowledge_chunks_fts MATCH $1 AND c.project = $2
+             ORDER BY bm25(knowledge_chunks_fts) LIMIT $3",
+        )
+        .bind(q)
+        .bind(project)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("search knowledge (full text)"))?;
+        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
+    }
+
+    async fn vector_search(
+        &self,
+        project: &str,
+        model: &str,
+        query: &[f32],
+        limit: i64,
+    ) -> Result<Vec<ChunkHit>> {
+        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
+            "SELECT id, document, chunk_index, 1.0 - vec_distance_cosine(embedding, $1) AS score
+             FROM knowledge_chunks
+             WHERE project = $2 AND model = $3 AND dimension = $4
+             ORDER BY score DESC LIMIT $5",
+        )
+        .bind(vector_bytes(query))
+        .bind(project)
+        .bind(model)
+        .bind(query.len() as i32)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("search knowledge (vectors)"))?;
+        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
+    }
+}
