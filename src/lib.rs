@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod logging;
+pub mod providers;
 pub mod secrets;
 pub mod state;
 pub mod store;

@@ -710,3 +710,19 @@ async fn tokens_are_found_by_hash_until_revoked(db: &TestDb) {
     assert_eq!(list.len(), 2);
     assert!(list[1].revoked_at.is_some() && list[1].last_used_at.is_some());
 }
+
+/// Several processes opening one new SQLite database at once must not race on the migrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_first_opens_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::Sqlite(dir.path().join("new.db"));
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let l = location.clone();
+            tokio::spawn(async move { open(&l).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+}

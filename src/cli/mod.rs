@@ -2,8 +2,13 @@
 //! arguments in, one library call, output rendered (text or `--json`). No logic lives here that the MCP
 //! tools would need too.
 
+mod common;
 mod doctor;
 pub mod output;
+mod plan;
+mod ports;
+mod state;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -363,21 +368,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Doctor => doctor::run(&ctx).await,
-        Command::Init { .. } => not_implemented("init"),
-        Command::Validate => not_implemented("validate"),
-        Command::Fmt { .. } => not_implemented("fmt"),
-        Command::Plan(_) => not_implemented("plan"),
-        Command::Apply(_) => not_implemented("apply"),
-        Command::Status => not_implemented("status"),
+        Command::Init { dir } => state::init(&ctx, dir),
+        Command::Validate => state::validate(&ctx),
+        Command::Fmt { check } => state::fmt(&ctx, check),
+        Command::Plan(args) => plan::plan(&ctx, args).await,
+        Command::Apply(args) => plan::apply(&ctx, args).await,
+        Command::Status => status::run(&ctx).await,
         Command::Serve(_) => not_implemented("serve"),
         Command::Mcp(_) => not_implemented("mcp"),
         Command::Secrets(_) => not_implemented("secrets"),
-        Command::Ports(_) => not_implemented("ports"),
+        Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
+        Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
         Command::Timing(_) => not_implemented("timing"),
         Command::Knowledge(_) => not_implemented("knowledge"),
         Command::Instructions(_) => not_implemented("instructions"),
         Command::Import(_) => not_implemented("import"),
         Command::Token(_) => not_implemented("token"),
-        Command::Schema => not_implemented("schema"),
+        Command::Schema => state::schema(&ctx),
     }
 }

@@ -11,6 +11,7 @@
 //! so nothing downstream ever acts on a half-written or inconsistent state. The [`Desired::revision`]
 //! fingerprints the files' bytes; machine edits name the revision they read (optimistic concurrency).
 
+pub mod canonical;
 mod diagnostic;
 pub mod edit;
 pub mod model;
@@ -336,4 +337,70 @@ pub fn configured_providers(dir: &Path) -> Vec<(&'static str, String)> {
         None => ("gcloud", "not configured (no VMs are managed)".into()),
     });
     out
+}
+
+/// The git revision of the state directory when it is in a git checkout: `abc1234` or
+/// `abc1234+dirty` when state files have uncommitted changes. `None` outside git.
+pub fn git_revision(dir: &Path) -> Option<String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = run(&["rev-parse", "--short=12", "HEAD"])?;
+    let dirty = run(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
+}
+
+/// A state file and its canonical form.
+#[derive(Debug, Clone)]
+pub struct Formatted {
+    pub path: PathBuf,
+    pub original: String,
+    pub canonical: String,
+}
+
+impl Formatted {
+    pub fn changed(&self) -> bool {
+        self.original != self.canonical
+    }
+}
+
+/// Every state file with its canonical form (see [`canonical`]). Needs each file to parse; cross-file
+/// problems (an overlapping block) do not stop formatting.
+pub fn canonical_files(dir: &Path) -> Result<Vec<Formatted>, Diagnostics> {
+    let sources = Sources::read(dir)?;
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    if let Some((path, text)) = &sources.supervisor {
+        match validate::parse_file::<model::SupervisorFile>(path, text) {
+            Ok(f) => out.push(Formatted {
+                path: path.clone(),
+                original: text.clone(),
+                canonical: canonical::supervisor_yaml(&f, Some(text)),
+            }),
+            Err(d) => diags.extend(d.0),
+        }
+    }
+    for (path, text) in &sources.projects {
+        match validate::parse_file::<model::ProjectFile>(path, text) {
+            Ok(f) => out.push(Formatted {
+                path: path.clone(),
+                original: text.clone(),
+                canonical: canonical::project_yaml(&validate::project_from_file(&f), Some(text)),
+            }),
+            Err(d) => diags.extend(d.0),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(Diagnostics(diags))
+    }
 }

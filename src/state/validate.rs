@@ -471,6 +471,40 @@ pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The project a file declares, without cross-file checks (hostnames normalised).
+pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
+    Project {
+        name: p.name.value.clone(),
+        host: crate::store::DEFAULT_HOST.to_string(),
+        path: p.path.as_ref().map(|x| x.value.clone()),
+        port_range: p.port_range.as_ref().map(|x| x.value),
+        services: p
+            .services
+            .iter()
+            .map(|s| Service {
+                name: s.name.value.clone(),
+                port: s.port.as_ref().map(|p| p.value),
+                hostname: s.hostname.as_ref().map(|h| normalize_host(&h.value)),
+                prevent_destroy: s.prevent_destroy,
+            })
+            .collect(),
+        secrets: RequiredSecrets {
+            required: p.secrets.required.iter().map(|r| r.value.clone()).collect(),
+        },
+        checks: p.checks.clone(),
+        instructions: p.instructions.clone(),
+    }
+}
+
+/// Parses one file of either kind (syntax and keys only), for `fmt`.
+pub(crate) fn parse_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, Diagnostics> {
+    let mut diags = Vec::new();
+    parse(path, text, &mut diags).ok_or(Diagnostics(diags))
+}
+
 fn check_projects(
     settings: &Settings,
     projects: &[(PathBuf, &str, ProjectFile)],
@@ -522,7 +556,6 @@ fn check_projects(
             (start, end as u16)
         });
 
-        let mut services = Vec::new();
         let mut service_names: HashMap<&str, Location> = HashMap::new();
         let mut pinned: HashMap<u16, &str> = HashMap::new();
         for s in &p.services {
@@ -570,7 +603,7 @@ fn check_projects(
                     );
                 }
             }
-            let hostname = s.hostname.as_ref().map(|h| {
+            if let Some(h) = &s.hostname {
                 let n = normalize_host(&h.value);
                 if let Err(problem) = check_hostname(&n) {
                     d.at(
@@ -607,19 +640,11 @@ fn check_projects(
                         Some("a hostname routes to exactly one service"),
                     );
                 } else {
-                    hostnames.insert(n.clone(), (path.clone(), h.referenced.line(), owner));
+                    hostnames.insert(n, (path.clone(), h.referenced.line(), owner));
                 }
-                n
-            });
-            services.push(Service {
-                name: s.name.value.clone(),
-                port: s.port.as_ref().map(|p| p.value),
-                hostname,
-                prevent_destroy: s.prevent_destroy,
-            });
+            }
         }
 
-        let mut required = Vec::new();
         for r in &p.secrets.required {
             match SecretPath::parse(&r.value) {
                 Ok(sp) => {
@@ -641,7 +666,6 @@ fn check_projects(
                 }
                 Err(e) => d.at(r.referenced, e.to_string(), None),
             }
-            required.push(r.value.clone());
         }
         for c in &p.checks {
             if c.trim().is_empty() {
@@ -656,19 +680,7 @@ fn check_projects(
                 None,
             );
         }
-        out.insert(
-            name.clone(),
-            Project {
-                name: name.clone(),
-                host: crate::store::DEFAULT_HOST.to_string(),
-                path: p.path.as_ref().map(|x| x.value.clone()),
-                port_range: p.port_range.as_ref().map(|x| x.value),
-                services,
-                secrets: RequiredSecrets { required },
-                checks: p.checks.clone(),
-                instructions: p.instructions.clone(),
-            },
-        );
+        out.insert(name.clone(), project_from_file(p));
     }
     out
 }
@@ -842,5 +854,45 @@ mod tests {
                 "state/projects/shop.yaml:1:7: the project is named `store` but its file is `shop.yaml`"
             ]
         );
+    }
+
+    const VALID_SUP: &str = "ports:\n  projects: { start: 3000, end: 8999, block: 100 }\n  shared: { start: 9000, end: 9999 }\nshared_services:\n  - name: pg\n    port: 9432\ncloudflare:\n  zone: example.com\n  api_token: secret:meta/cloudflare/api_token\n  account_id: abc\n  tunnel:\n    id: 0b5a9bd6-4c3a-4b87-9c79-3b3f5f0c6a11\n    mode: remote\n";
+    const VALID_PROJECT: &str = "name: shop\npath: /srv/shop\nport_range: 3100\nservices:\n  - name: api\n    port: 3101\n    hostname: api.example.com\n    prevent_destroy: true\n  - name: web\nsecrets:\n  required: [project/shop/key]\nchecks: [\"cargo test\"]\ninstructions: |\n  Be careful.\n";
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 400, ..Default::default() })]
+
+        /// Malformed input of any kind gives errors, never a panic.
+        #[test]
+        fn mutated_files_never_panic(
+            which in 0usize..2,
+            edits in proptest::collection::vec((0usize..400, 0u8..6, proptest::prelude::any::<char>()), 1..6),
+        ) {
+            let mut text: Vec<char> = if which == 0 { VALID_SUP } else { VALID_PROJECT }.chars().collect();
+            for (at, op, c) in edits {
+                let at = at % (text.len() + 1);
+                match op {
+                    0 => text.insert(at, c),
+                    1 if at < text.len() => { text.remove(at); }
+                    2 => text.truncate(at),
+                    3 => text.insert(at, [':', '-', '[', '{', '"', '\'', '&', '*', '!', '#', '|', '\t', '\n'][at % 13]),
+                    4 if at < text.len() => text[at] = c,
+                    _ => text.insert(at, '\n'),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            let src = if which == 0 { sources(Some(&text), &[("shop", VALID_PROJECT)]) } else { sources(Some(VALID_SUP), &[("shop", &text)]) };
+            let _ = desired_from_sources(&src);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            let _ = desired_from_sources(&sources(Some(&text), &[("shop", &text)]));
+        }
+    }
+
+    #[test]
+    fn the_valid_fixtures_are_valid() {
+        desired_from_sources(&sources(Some(VALID_SUP), &[("shop", VALID_PROJECT)])).unwrap();
     }
 }

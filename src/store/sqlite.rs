@@ -51,6 +51,28 @@ impl SqliteStore {
                 source,
             })?;
         }
+        // Two processes opening a new database at once would both run the migrations (SQLite has no
+        // migration lock of its own): serialize opening with an exclusive lock file.
+        let guard_path = lock_path(path, "migrate");
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&guard_path)
+            .map_err(|source| StoreError::LockFile {
+                path: guard_path.clone(),
+                source,
+            })?;
+        let guard = tokio::task::spawn_blocking(move || guard.lock().map(|()| guard))
+            .await
+            .map_err(|e| StoreError::LockFile {
+                path: guard_path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| StoreError::LockFile {
+                path: guard_path.clone(),
+                source,
+            })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -88,9 +110,7 @@ impl SqliteStore {
     }
 
     fn lock_path(&self, purpose: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".{purpose}.lock"));
-        self.path.with_file_name(name)
+        lock_path(&self.path, purpose)
     }
 
     fn try_lock_file(&self, purpose: &str) -> Result<Option<std::fs::File>> {
@@ -110,6 +130,13 @@ impl SqliteStore {
             Err(std::fs::TryLockError::Error(source)) => Err(StoreError::LockFile { path, source }),
         }
     }
+}
+
+/// `<db file>.<purpose>.lock`, next to the database.
+fn lock_path(db: &Path, purpose: &str) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{purpose}.lock"));
+    db.with_file_name(name)
 }
 
 portable_repos!(SqliteStore);

@@ -45,3 +45,91 @@ pub fn expect_code(o: &Output, code: i32) {
         stderr(o)
     );
 }
+
+/// A temporary working directory with a state directory and a database (SQLite by default, or the
+/// PostgreSQL database given), in which tests run the binary.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub database_url: Option<String>,
+}
+
+impl Workspace {
+    pub fn new(database_url: Option<String>) -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            database_url,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Writes a file relative to the workspace.
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap()
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.dir.path().join(rel)).unwrap();
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = supervisor(self.path());
+        if let Some(url) = &self.database_url {
+            c.env("DATABASE_URL", url);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run supervisor")
+    }
+
+    /// Runs and asserts the exit code; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        expect_code(&o, code);
+        stdout(&o)
+    }
+
+    /// The database location as a store `Location`.
+    pub fn location(&self) -> supervisor::store::Location {
+        supervisor::store::Location::resolve(self.database_url.as_deref(), &self.state()).unwrap()
+    }
+}
+
+/// Defines each named test twice, `sqlite::name` and `postgres::name`, calling `name(Workspace)`.
+#[macro_export]
+macro_rules! cli_conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Workspace::new(None)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let url = $crate::support::db::fresh_postgres_url().await;
+                    super::$name($crate::support::Workspace::new(Some(url))).await;
+                }
+            )*
+        }
+    };
+}

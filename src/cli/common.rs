@@ -1,0 +1,60 @@
+//! What several commands share: loading desired state (with its diagnostics rendered), opening the
+//! store, building the engine, naming the actor.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::Context;
+use crate::engine::Engine;
+use crate::state::{self, Desired, Diagnostics};
+use crate::store::{self, Store};
+
+/// Loads the desired state; on failure prints every diagnostic (text on stderr, or JSON on stdout)
+/// and returns the exit code to use.
+pub fn load_desired(ctx: &Context) -> Result<Desired, ExitCode> {
+    state::load(&ctx.settings.state_dir).map_err(|diags| {
+        print_diagnostics(ctx, &diags);
+        ExitCode::from(1)
+    })
+}
+
+pub fn print_diagnostics(ctx: &Context, diags: &Diagnostics) {
+    if ctx.out.json {
+        let _ = ctx
+            .out
+            .json(&json!({"format_version": "1", "valid": false, "errors": diags.0}));
+    } else {
+        eprintln!("{diags}");
+    }
+}
+
+pub async fn open_store(ctx: &Context) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(store::open(&ctx.settings.database).await?)
+}
+
+pub fn engine(desired: &Desired, store: Arc<dyn Store>) -> Engine {
+    Engine::new(store.clone(), crate::providers::for_desired(desired, store))
+}
+
+/// `cli:<user>`, for the journal and the secret access log.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty());
+    let user = user.unwrap_or_else(|| {
+        // No login name in the environment (cron, containers): fall back to the numeric uid.
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("Uid:")
+                        .and_then(|r| r.split_whitespace().next().map(str::to_string))
+                })
+            });
+        format!("uid-{}", uid.unwrap_or_else(|| "unknown".into()))
+    });
+    format!("cli:{user}")
+}

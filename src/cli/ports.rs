@@ -1,0 +1,167 @@
+//! `ports list` and `ports audit`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::Context;
+use super::common::{load_desired, open_store};
+use super::output::Style;
+use crate::providers::{ports_audit, sockets};
+use crate::store::DEFAULT_HOST;
+
+#[derive(Debug, Serialize)]
+struct ListedPort {
+    project: String,
+    service: String,
+    port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+}
+
+pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<ExitCode> {
+    let desired = match load_desired(ctx) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(ctx).await?;
+    let reg = store.port_registry(DEFAULT_HOST).await?;
+    let hostname = |p: &str, s: &str| {
+        desired
+            .projects
+            .get(p)
+            .and_then(|p| p.services.iter().find(|x| x.name == s))
+            .and_then(|x| x.hostname.clone())
+    };
+    let keep = |p: &str| project.as_deref().is_none_or(|want| want == p);
+    let ports: Vec<ListedPort> = reg
+        .allocations
+        .iter()
+        .filter(|a| keep(&a.project))
+        .map(|a| ListedPort {
+            project: a.project.clone(),
+            service: a.service.clone(),
+            port: a.port,
+            hostname: hostname(&a.project, &a.service),
+        })
+        .collect();
+    let blocks: Vec<_> = reg.ranges.iter().filter(|r| keep(&r.project)).collect();
+    let shared: Vec<_> = if project.is_some() {
+        Vec::new()
+    } else {
+        reg.shared.iter().collect()
+    };
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({
+            "format_version": "1",
+            "host": DEFAULT_HOST,
+            "blocks": blocks,
+            "ports": ports,
+            "shared": shared,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(vec!["PROJECT", "SERVICE", "PORT", "HOSTNAME"]);
+    for p in &ports {
+        table.add_row(vec![
+            p.project.clone(),
+            p.service.clone(),
+            p.port.to_string(),
+            p.hostname.clone().unwrap_or_default(),
+        ]);
+    }
+    for s in &shared {
+        table.add_row(vec![
+            "(shared)".to_string(),
+            s.name.clone(),
+            s.port.to_string(),
+            String::new(),
+        ]);
+    }
+    let mut text = format!("{table}\n");
+    if !blocks.is_empty() {
+        let b: Vec<String> = blocks
+            .iter()
+            .map(|r| format!("{} {}–{}", r.project, r.start_port, r.end_port))
+            .collect();
+        text.push_str(&format!("\nblocks: {}\n", b.join(", ")));
+    }
+    if ports.is_empty() && shared.is_empty() {
+        text = "No ports allocated. Run `supervisor apply` to allocate the desired ones.\n".into();
+    }
+    ctx.out.text(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let desired = match load_desired(ctx) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let store = open_store(ctx).await?;
+    let reg = store.port_registry(DEFAULT_HOST).await?;
+    let listeners =
+        sockets::listening().map_err(|e| anyhow::anyhow!("cannot read /proc/net/tcp: {e}"))?;
+    let paths: HashMap<String, std::path::PathBuf> = desired
+        .projects
+        .values()
+        .filter_map(|p| p.path.clone().map(|path| (p.name.clone(), path)))
+        .collect();
+    let report = ports_audit::audit(&reg, &paths, &listeners);
+    if ctx.out.json {
+        ctx.out.json(&report)?;
+    } else {
+        let mut table = comfy_table::Table::new();
+        table
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_header(vec!["PROJECT", "SERVICE", "PORT", "STATE", "PROCESS"]);
+        for a in report.allocations.iter().chain(&report.shared) {
+            let process = a
+                .listener
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "{} {}",
+                        l.command.as_deref().unwrap_or("?"),
+                        l.pid.map(|p| format!("(pid {p})")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            table.add_row(vec![
+                a.project.clone(),
+                a.service.clone(),
+                a.port.to_string(),
+                a.state.to_string(),
+                process,
+            ]);
+        }
+        let mut text = format!("{table}\n");
+        if report.conflicts.is_empty() {
+            text.push_str(&format!(
+                "\n{}\n",
+                ctx.out.paint("No conflicts.", Style::Green)
+            ));
+        } else {
+            text.push_str(&format!(
+                "\n{}\n",
+                ctx.out.paint(
+                    &format!("{} conflict(s):", report.conflicts.len()),
+                    Style::Red
+                )
+            ));
+            for c in &report.conflicts {
+                text.push_str(&format!("  ✗ {}\n", c.message));
+            }
+        }
+        ctx.out.text(&text)?;
+    }
+    Ok(if report.conflicts.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,461 @@
+//! The plan/apply engine: observe reality through providers, diff it against desired state into an
+//! ordered [`Plan`], and carry the plan out change by change with a journal.
+//!
+//! Guarantees:
+//! * **Level-triggered.** A plan is always computed from scratch (desired state + fresh observation); the
+//!   engine never acts on *why* it was asked. Running plan/apply any number of times is safe.
+//! * **Ordered.** Providers run in a fixed order (ports → tunnel → dns → vm → instructions → secrets):
+//!   ingress points at ports, DNS at the tunnel, instructions mention both.
+//! * **Journaled.** Before a change is carried out its intent is written to the journal, afterwards its
+//!   outcome. A crash between the two leaves a `started` entry that the next apply marks interrupted;
+//!   since every plan re-observes reality, the next run converges without duplicating anything.
+//! * **Safe.** A plan with errors is never applied. Deleting more than 30 % of the managed objects of a
+//!   kind (when there are at least [`MASS_DELETE_MIN`]) or all of them needs `force`; disruptive changes
+//!   need `allow_disruptive`. Saved plans are refused when desired state or reality changed since.
+//!
+//! Caveats: changes are applied sequentially and the first failure stops the run (later changes may
+//! depend on it); the journal shows what was done.
+//!
+//! The engine knows nothing of the terminal, MCP or HTTP serving: callers render plans and events.
+
+pub mod plan;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+pub use plan::{Action, Change, Notice, Plan, Scope, Summary};
+
+use crate::state::Desired;
+use crate::store::{ApplyRun, RunStatus, Store, StoreError};
+
+/// The 30 % rule applies to kinds with at least this many managed objects; below it only "delete all"
+/// needs `force` (removing 1 of 2 services is an ordinary edit, not an accident).
+pub const MASS_DELETE_MIN: usize = 10;
+pub const MASS_DELETE_FRACTION: f64 = 0.30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What one provider saw and wants to change.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderPlan {
+    pub changes: Vec<Change>,
+    pub warnings: Vec<Notice>,
+    pub errors: Vec<Notice>,
+    /// A stable digest of the observation (for stale-plan detection).
+    pub fingerprint: String,
+    /// How many objects of this kind the supervisor manages now (for the mass-delete rule).
+    pub managed: usize,
+    /// Every resource the desired state declares for this provider, changed or not (for `status`).
+    pub resources: Vec<Resource>,
+}
+
+/// A resource the desired state declares.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resource {
+    pub address: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// One kind of reality. Implementations keep their diff a pure function (unit-tested with plain values)
+/// and do I/O only in `plan` (observation) and `apply`.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Observes reality and diffs `desired` against it.
+    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError>;
+    /// Carries out one change this provider planned.
+    async fn apply(&self, change: &Change) -> Result<(), ProviderError>;
+}
+
+/// A stable digest of anything serializable, for fingerprints.
+pub fn fingerprint<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    format!("sha256:{}", hex::encode(&Sha256::digest(&bytes)[..16]))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{provider}: {source}")]
+    Provider {
+        provider: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the plan has errors and cannot be applied:\n{0}")]
+    PlanHasErrors(String),
+    #[error("{0}")]
+    Unsafe(String),
+    #[error("the saved plan is stale: {0}\nrun `supervisor plan` again")]
+    Stale(String),
+    #[error("the saved plan cannot be read: {0}")]
+    BadPlanFile(String),
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    providers: Vec<Box<dyn Provider>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    pub force: bool,
+    pub allow_disruptive: bool,
+    /// Who applies: `cli:<user>`, `serve:auto-apply`, `mcp:<token id>`.
+    pub actor: String,
+    pub git_revision: Option<String>,
+}
+
+/// Progress of an apply, for renderers.
+#[derive(Debug, Clone)]
+pub enum ApplyEvent<'a> {
+    Started {
+        change: &'a Change,
+    },
+    Finished {
+        change: &'a Change,
+        elapsed: std::time::Duration,
+    },
+    Failed {
+        change: &'a Change,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApplyReport {
+    pub run_id: String,
+    pub summary: Summary,
+    pub applied: usize,
+    pub failed: Option<String>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, providers: Vec<Box<dyn Provider>>) -> Self {
+        Engine { store, providers }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn provider_names(&self) -> Vec<&'static str> {
+        self.providers.iter().map(|p| p.name()).collect()
+    }
+
+    /// Observes every provider and diffs; the result is filtered to `scope`.
+    pub async fn plan(&self, desired: &Desired, scope: &Scope) -> Result<Plan, EngineError> {
+        let mut changes = Vec::new();
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        let mut observed = BTreeMap::new();
+        let mut mass_delete = Vec::new();
+        let mut resources = Vec::new();
+        for p in &self.providers {
+            let pp = p
+                .plan(desired)
+                .await
+                .map_err(|source| EngineError::Provider {
+                    provider: p.name().to_string(),
+                    source,
+                })?;
+            observed.insert(p.name().to_string(), pp.fingerprint.clone());
+            let keep = |address: Option<&str>, project: Option<&str>| match address {
+                Some(a) => scope.includes(a, project),
+                None => {
+                    scope.project.is_none()
+                        || project.is_none()
+                        || scope.project.as_deref() == project
+                }
+            };
+            let deletes = pp
+                .changes
+                .iter()
+                .filter(|c| matches!(c.action, Action::Delete))
+                .count();
+            if let Some(msg) = mass_delete_rule(p.name(), deletes, pp.managed) {
+                mass_delete.push(msg);
+            }
+            resources.extend(
+                pp.resources
+                    .into_iter()
+                    .filter(|r| scope.includes(&r.address, r.project.as_deref())),
+            );
+            changes.extend(
+                pp.changes
+                    .into_iter()
+                    .filter(|c| scope.includes(&c.address, c.project.as_deref())),
+            );
+            warnings.extend(
+                pp.warnings
+                    .into_iter()
+                    .filter(|n| keep(n.address.as_deref(), n.project.as_deref())),
+            );
+            errors.extend(
+                pp.errors
+                    .into_iter()
+                    .filter(|n| keep(n.address.as_deref(), n.project.as_deref())),
+            );
+        }
+        for msg in mass_delete {
+            warnings.push(Notice {
+                provider: "safety".into(),
+                address: None,
+                project: None,
+                message: msg,
+            });
+        }
+        let summary = Plan::summarize(&changes);
+        Ok(Plan {
+            format_version: plan::PLAN_FORMAT_VERSION.into(),
+            desired_revision: desired.revision.clone(),
+            observed_fingerprint: fingerprint(&observed),
+            observed,
+            scope: scope.clone(),
+            changes,
+            errors,
+            warnings,
+            summary,
+            resources,
+        })
+    }
+
+    /// Why `plan` may not be applied with `opts`, if it may not.
+    pub fn check_safety(&self, plan: &Plan, opts: &ApplyOptions) -> Result<(), EngineError> {
+        if !plan.errors.is_empty() {
+            let list: Vec<String> = plan
+                .errors
+                .iter()
+                .map(|e| format!("  - {}", e.message))
+                .collect();
+            return Err(EngineError::PlanHasErrors(list.join("\n")));
+        }
+        if !opts.force {
+            let mass: Vec<&Notice> = plan
+                .warnings
+                .iter()
+                .filter(|w| w.provider == "safety")
+                .collect();
+            if let Some(w) = mass.first() {
+                return Err(EngineError::Unsafe(format!(
+                    "{}; re-run with --force if this is intended",
+                    w.message
+                )));
+            }
+        }
+        if !opts.allow_disruptive {
+            let disruptive: Vec<&str> = plan.disruptive().map(|c| c.address.as_str()).collect();
+            if !disruptive.is_empty() {
+                return Err(EngineError::Unsafe(format!(
+                    "the plan has disruptive changes ({}); re-run with --allow-disruptive or answer yes interactively",
+                    disruptive.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares a saved plan with a fresh one; `Err(Stale)` says what moved.
+    pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), EngineError> {
+        if saved.format_version != plan::PLAN_FORMAT_VERSION {
+            return Err(EngineError::BadPlanFile(format!(
+                "format_version {} is not supported (expected {})",
+                saved.format_version,
+                plan::PLAN_FORMAT_VERSION
+            )));
+        }
+        let mut reasons = Vec::new();
+        if saved.desired_revision != fresh.desired_revision {
+            reasons.push(format!(
+                "the desired state changed ({} → {})",
+                saved.desired_revision, fresh.desired_revision
+            ));
+        }
+        if saved.observed_fingerprint != fresh.observed_fingerprint {
+            let moved: Vec<&str> = fresh
+                .observed
+                .iter()
+                .filter(|(k, v)| saved.observed.get(*k) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            reasons.push(format!(
+                "reality changed since the plan was made (provider{}: {})",
+                if moved.len() == 1 { "" } else { "s" },
+                moved.join(", ")
+            ));
+        }
+        if saved.changes != fresh.changes && reasons.is_empty() {
+            reasons.push("the plan's changes differ from what would be planned now".into());
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Stale(reasons.join("; ")))
+        }
+    }
+
+    /// Carries out `plan` (which must have come from [`Engine::plan`] under the apply lock held by the
+    /// caller), journaling each change. Stops at the first failure.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        opts: &ApplyOptions,
+        mut progress: impl FnMut(ApplyEvent<'_>),
+    ) -> Result<ApplyReport, EngineError> {
+        self.check_safety(plan, opts)?;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .begin_run(&ApplyRun {
+                id: run_id.clone(),
+                started_at: Utc::now(),
+                finished_at: None,
+                status: RunStatus::Running.as_str().into(),
+                desired_revision: plan.desired_revision.clone(),
+                git_revision: opts.git_revision.clone(),
+                actor: opts.actor.clone(),
+                summary: sqlx::types::Json(serde_json::to_value(plan.summary).unwrap_or_default()),
+            })
+            .await?;
+        let mut report = ApplyReport {
+            run_id: run_id.clone(),
+            summary: plan.summary,
+            ..Default::default()
+        };
+        for (seq, change) in plan.changes.iter().enumerate() {
+            let Some(provider) = self.providers.iter().find(|p| p.name() == change.provider) else {
+                let msg = format!("no provider `{}` for {}", change.provider, change.address);
+                report.failed = Some(msg.clone());
+                break;
+            };
+            let intent = serde_json::to_value(change).unwrap_or_default();
+            let jid = self
+                .store
+                .journal_start(
+                    &run_id,
+                    seq as i32 + 1,
+                    &change.address,
+                    &change.provider,
+                    change.action.as_str(),
+                    &intent,
+                )
+                .await?;
+            progress(ApplyEvent::Started { change });
+            let started = std::time::Instant::now();
+            match provider.apply(change).await {
+                Ok(()) => {
+                    self.store.journal_finish(jid, None).await?;
+                    report.applied += 1;
+                    progress(ApplyEvent::Finished {
+                        change,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Err(e) => {
+                    let msg = format!("{}: {e}", change.address);
+                    self.store.journal_finish(jid, Some(&e.to_string())).await?;
+                    progress(ApplyEvent::Failed {
+                        change,
+                        error: e.to_string(),
+                    });
+                    report.failed = Some(msg);
+                    break;
+                }
+            }
+        }
+        let status = if report.failed.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        self.store
+            .finish_run(
+                &run_id,
+                status,
+                &serde_json::json!({
+                    "planned": plan.summary,
+                    "applied": report.applied,
+                    "failed": report.failed,
+                }),
+            )
+            .await?;
+        Ok(report)
+    }
+}
+
+/// `Some(message)` when deleting `deletes` of `managed` objects needs `--force`.
+pub fn mass_delete_rule(provider: &str, deletes: usize, managed: usize) -> Option<String> {
+    if deletes == 0 || managed == 0 {
+        return None;
+    }
+    if deletes >= managed {
+        return Some(format!(
+            "the plan deletes all {managed} managed {provider} objects"
+        ));
+    }
+    let fraction = deletes as f64 / managed as f64;
+    (managed >= MASS_DELETE_MIN && fraction > MASS_DELETE_FRACTION).then(|| {
+        format!(
+            "the plan deletes {deletes} of {managed} managed {provider} objects ({:.0} % > {:.0} %)",
+            fraction * 100.0,
+            MASS_DELETE_FRACTION * 100.0
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mass_delete_thresholds() {
+        assert_eq!(mass_delete_rule("ports", 0, 5), None);
+        assert!(mass_delete_rule("ports", 2, 2).unwrap().contains("all 2"));
+        assert_eq!(
+            mass_delete_rule("ports", 1, 2),
+            None,
+            "small kinds: only delete-all is guarded"
+        );
+        assert_eq!(
+            mass_delete_rule("ports", 3, 10),
+            None,
+            "30 % exactly is allowed"
+        );
+        assert!(mass_delete_rule("ports", 4, 10).unwrap().contains("40 %"));
+    }
+
+    #[test]
+    fn scope_filters_by_project_and_address_prefix() {
+        let s = Scope {
+            project: Some("shop".into()),
+            only: None,
+        };
+        assert!(s.includes("ports/shop/api", Some("shop")));
+        assert!(!s.includes("ports/blog/api", Some("blog")));
+        let s = Scope {
+            project: None,
+            only: Some("ports/shop".into()),
+        };
+        assert!(s.includes("ports/shop", Some("shop")));
+        assert!(s.includes("ports/shop/api", Some("shop")));
+        assert!(
+            !s.includes("ports/shopping/api", Some("shopping")),
+            "prefix matches whole segments"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Plans as data: ordered changes with Terraform's actions, plus warnings and errors, and the
+//! fingerprints that make a saved plan refuse to apply to a world that moved on.
+//!
+//! The JSON shape (`format_version` "1") is documented in `docs/plan-format.md` and is what
+//! `plan --json`, `plan --out` and the MCP `get_plan` tool emit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const PLAN_FORMAT_VERSION: &str = "1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Replace,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Replace => "replace",
+        }
+    }
+    /// Terraform's symbol for the action.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Replace => "-/+",
+        }
+    }
+}
+
+/// One change to one resource. `before`/`after` are the resource's attributes as the provider models
+/// them (never a secret value); `after` is also what `apply` carries out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: String,
+    pub provider: String,
+    pub action: Action,
+    /// The project the resource belongs to, for `--project` filtering and scoped views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// One line for people: `port 3102 (first free in 3100–3199)`.
+    pub summary: String,
+    /// The change repairs something edited outside the supervisor.
+    #[serde(default)]
+    pub drifted: bool,
+    /// Carrying it out interrupts a running service (a VM resize stops the VM).
+    #[serde(default)]
+    pub disruptive: bool,
+    /// A unified diff, for file resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Something the user should know that is not a change (a required secret that is missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+/// What made the plan: filters and the state it was computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
+}
+
+impl Scope {
+    pub fn includes(&self, address: &str, project: Option<&str>) -> bool {
+        if let Some(p) = &self.project
+            && project != Some(p.as_str())
+        {
+            return false;
+        }
+        match &self.only {
+            Some(prefix) => {
+                let prefix = prefix.trim_end_matches('/');
+                address == prefix || address.starts_with(&format!("{prefix}/"))
+            }
+            None => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub desired_revision: String,
+    /// sha256 over every provider's observation: a saved plan is refused when it differs at apply.
+    pub observed_fingerprint: String,
+    /// Per provider, the fingerprint of what it observed (to say which part of reality moved).
+    pub observed: BTreeMap<String, String>,
+    pub scope: Scope,
+    pub changes: Vec<Change>,
+    /// Problems that block applying (a protected resource would be destroyed, an unmanaged record is in
+    /// the way). A plan with errors is shown but never applied.
+    pub errors: Vec<Notice>,
+    pub warnings: Vec<Notice>,
+    pub summary: Summary,
+    /// Every declared resource (changed or not); not part of the saved/JSON plan.
+    #[serde(skip)]
+    pub resources: Vec<super::Resource>,
+}
+
+impl Plan {
+    pub fn summarize(changes: &[Change]) -> Summary {
+        let mut s = Summary::default();
+        for c in changes {
+            match c.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Delete => s.destroy += 1,
+                Action::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn disruptive(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.disruptive)
+    }
+}

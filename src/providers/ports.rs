@@ -1,0 +1,925 @@
+//! The port registry as a reconciled resource.
+//!
+//! Each project owns a block of `ports.block` ports (pinned with `port_range`, or the first free block);
+//! each service owns one port in its project's block (pinned, or the first free one); shared services
+//! own fixed ports in the shared range. Identity is (project, service): an allocation never moves unless
+//! its pin changes or it falls outside its block, so ports are stable across runs.
+//!
+//! Addresses: `ports/<project>` (the block), `ports/<project>/<service>`, `ports/_shared/<name>`.
+//!
+//! The diff ([`diff`]) is pure. Ports freed by this plan are not handed out again by the same plan (a
+//! port that was in use a second ago is not given to someone else in the same breath); they are free
+//! from the next plan on. The database's unique constraints make a double allocation impossible even
+//! when two applies race.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::engine::{
+    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+};
+use crate::state::Desired;
+use crate::store::{ManagedObject, PortAllocation, PortRange, PortRegistry, SharedPort, Store};
+
+pub const NAME: &str = "ports";
+pub const SHARED: &str = "_shared";
+
+pub fn block_address(project: &str) -> String {
+    format!("ports/{project}")
+}
+pub fn service_address(project: &str, service: &str) -> String {
+    format!("ports/{project}/{service}")
+}
+pub fn shared_address(name: &str) -> String {
+    format!("ports/{SHARED}/{name}")
+}
+
+/// What the provider observes: the host's registry and which allocations are protected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    pub registry: PortRegistry,
+    /// Addresses of allocations recorded with `prevent_destroy`.
+    pub protected: BTreeSet<String>,
+}
+
+pub struct PortsProvider {
+    store: Arc<dyn Store>,
+    host: String,
+}
+
+impl PortsProvider {
+    pub fn new(store: Arc<dyn Store>, host: impl Into<String>) -> Self {
+        PortsProvider {
+            store,
+            host: host.into(),
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Observed, ProviderError> {
+        let registry = self.store.port_registry(&self.host).await?;
+        let protected = self
+            .store
+            .list_managed(NAME)
+            .await?
+            .into_iter()
+            .filter(|o| o.attributes.0.get("prevent_destroy") == Some(&json!(true)))
+            .map(|o| o.address)
+            .collect();
+        Ok(Observed {
+            registry,
+            protected,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for PortsProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+        let observed = self.observe().await?;
+        let mut plan = diff(desired, &observed);
+        plan.fingerprint = fingerprint(&observed);
+        Ok(plan)
+    }
+
+    async fn apply(&self, change: &Change) -> Result<(), ProviderError> {
+        let after = change.after.as_ref();
+        let before = change.before.as_ref();
+        let field =
+            |v: Option<&serde_json::Value>, k: &str| -> Result<serde_json::Value, ProviderError> {
+                v.and_then(|v| v.get(k)).cloned().ok_or_else(|| {
+                    ProviderError::Failed(format!(
+                        "{}: the change lacks `{k}` (corrupt plan?)",
+                        change.address
+                    ))
+                })
+            };
+        let s = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let port = |v: serde_json::Value| v.as_i64().unwrap_or(0) as i32;
+        let kind = field(after.or(before), "kind")?;
+        let host = self.host.clone();
+        match (kind.as_str().unwrap_or(""), change.action) {
+            ("block", Action::Create) => {
+                self.store
+                    .insert_port_range(&PortRange {
+                        host,
+                        project: s(field(after, "project")?),
+                        start_port: port(field(after, "start")?),
+                        end_port: port(field(after, "end")?),
+                    })
+                    .await?
+            }
+            ("block", Action::Update) => {
+                let project = s(field(after, "project")?);
+                // A block moves as delete + insert in the registry (its key is the start port).
+                self.store.delete_port_range(&host, &project).await?;
+                self.store
+                    .insert_port_range(&PortRange {
+                        host,
+                        project,
+                        start_port: port(field(after, "start")?),
+                        end_port: port(field(after, "end")?),
+                    })
+                    .await?
+            }
+            ("block", Action::Delete) => {
+                self.store
+                    .delete_port_range(&host, &s(field(before, "project")?))
+                    .await?;
+            }
+            ("service", Action::Create | Action::Update) => {
+                let alloc = PortAllocation {
+                    host,
+                    project: s(field(after, "project")?),
+                    service: s(field(after, "service")?),
+                    port: port(field(after, "port")?),
+                };
+                let port_changed =
+                    before.and_then(|b| b.get("port")) != after.and_then(|a| a.get("port"));
+                // An update whose allocation vanished (removed by hand) re-creates it.
+                let exists = change.action == Action::Update
+                    && (!port_changed || self.store.update_port_allocation(&alloc).await?);
+                if !exists {
+                    self.store.insert_port_allocation(&alloc).await?;
+                }
+                let protect = field(after, "prevent_destroy")?.as_bool().unwrap_or(false);
+                if protect {
+                    self.store
+                        .upsert_managed(&ManagedObject {
+                            provider: NAME.into(),
+                            address: change.address.clone(),
+                            external_id: None,
+                            attributes: sqlx::types::Json(json!({"prevent_destroy": true})),
+                            adopted: false,
+                        })
+                        .await?;
+                } else {
+                    self.store.delete_managed(NAME, &change.address).await?;
+                }
+            }
+            ("service", Action::Delete) => {
+                self.store
+                    .delete_port_allocation(
+                        &host,
+                        &s(field(before, "project")?),
+                        &s(field(before, "service")?),
+                    )
+                    .await?;
+                self.store.delete_managed(NAME, &change.address).await?;
+            }
+            ("shared", Action::Create) => {
+                self.store
+                    .insert_shared_port(&SharedPort {
+                        host,
+                        name: s(field(after, "name")?),
+                        port: port(field(after, "port")?),
+                    })
+                    .await?
+            }
+            ("shared", Action::Update) => {
+                self.store
+                    .update_shared_port(&SharedPort {
+                        host,
+                        name: s(field(after, "name")?),
+                        port: port(field(after, "port")?),
+                    })
+                    .await?;
+            }
+            ("shared", Action::Delete) => {
+                self.store
+                    .delete_shared_port(&host, &s(field(before, "name")?))
+                    .await?;
+            }
+            (k, a) => {
+                return Err(ProviderError::Failed(format!(
+                    "{}: cannot {} a `{k}`",
+                    change.address,
+                    a.as_str()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Block {
+    lo: u16,
+    hi: u16,
+}
+
+fn range_text(lo: u16, hi: u16) -> String {
+    format!("{lo}–{hi}")
+}
+
+/// Desired state against the observed registry → ordered changes (deletes, blocks, shared, moves in
+/// dependency order, creates), warnings and errors. Pure.
+pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
+    let settings = desired.ports;
+    let reg = &observed.registry;
+    let mut out = ProviderPlan {
+        managed: reg.allocations.len() + reg.shared.len() + reg.ranges.len(),
+        ..Default::default()
+    };
+    let mut deletes = Vec::new();
+    let mut shared_changes = Vec::new();
+    let mut updates: Vec<(Change, u16, Option<u16>)> = Vec::new(); // (change, new port, old port)
+    let mut creates = Vec::new();
+
+    let observed_blocks: HashMap<&str, &PortRange> =
+        reg.ranges.iter().map(|r| (r.project.as_str(), r)).collect();
+    let observed_allocs: HashMap<(&str, &str), &PortAllocation> = reg
+        .allocations
+        .iter()
+        .map(|a| ((a.project.as_str(), a.service.as_str()), a))
+        .collect();
+
+    // Blocks that stay taken during this plan: pinned ones, and kept observed ones.
+    let mut taken_blocks: BTreeSet<u16> = BTreeSet::new();
+    // Blocks freed by this plan are not reused by it.
+    for r in &reg.ranges {
+        taken_blocks.insert(r.start_port as u16);
+    }
+    for p in desired.projects.values() {
+        if let Some(pr) = p.port_range {
+            taken_blocks.insert(pr);
+        }
+    }
+
+    // 1. Blocks. A pin wins over a block an unpinned project holds now (that project moves).
+    let pinned_blocks: HashMap<u16, &str> = desired
+        .projects
+        .values()
+        .filter_map(|p| p.port_range.map(|r| (r, p.name.as_str())))
+        .collect();
+    let mut blocks: BTreeMap<&str, Block> = BTreeMap::new();
+    let mut block_moves: Vec<(Change, u16, Option<u16>)> = Vec::new();
+    for p in desired.projects.values() {
+        let current = observed_blocks.get(p.name.as_str());
+        let keep_current = current.map(|r| r.start_port as u16).filter(|start| {
+            pinned_blocks
+                .get(start)
+                .is_none_or(|owner| *owner == p.name)
+        });
+        let (lo, reason) = match (p.port_range, keep_current) {
+            (Some(pr), _) => (Some(pr), "pinned".to_string()),
+            (None, Some(start)) => (Some(start), "kept".to_string()),
+            (None, None) => {
+                let mut candidate = None;
+                let mut start = u32::from(settings.projects_start);
+                while start + u32::from(settings.block) - 1 <= u32::from(settings.projects_end) {
+                    if !taken_blocks.contains(&(start as u16)) {
+                        candidate = Some(start as u16);
+                        break;
+                    }
+                    start += u32::from(settings.block);
+                }
+                let reason = match current {
+                    Some(r) => format!(
+                        "next free; {} is pinned by `{}`",
+                        r.start_port,
+                        pinned_blocks[&(r.start_port as u16)]
+                    ),
+                    None => "next free".to_string(),
+                };
+                (candidate, reason)
+            }
+        };
+        let Some(lo) = lo else {
+            out.errors.push(Notice {
+                provider: NAME.into(),
+                address: Some(block_address(&p.name)),
+                project: Some(p.name.clone()),
+                message: format!(
+                    "no free block of {} ports is left in {} for project `{}`",
+                    settings.block,
+                    range_text(settings.projects_start, settings.projects_end),
+                    p.name
+                ),
+            });
+            continue;
+        };
+        taken_blocks.insert(lo);
+        let hi = lo + (settings.block - 1);
+        let after = json!({"kind": "block", "project": p.name, "start": lo, "end": hi});
+        match current {
+            None => block_moves.push((
+                Change {
+                    address: block_address(&p.name),
+                    provider: NAME.into(),
+                    action: Action::Create,
+                    project: Some(p.name.clone()),
+                    before: None,
+                    after: Some(after),
+                    summary: format!("block {} ({reason})", range_text(lo, hi)),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                },
+                lo,
+                None,
+            )),
+            Some(r) if r.start_port as u16 != lo || r.end_port as u16 != hi => block_moves.push((
+                Change {
+                    address: block_address(&p.name),
+                    provider: NAME.into(),
+                    action: Action::Update,
+                    project: Some(p.name.clone()),
+                    before: Some(json!({"kind": "block", "project": p.name, "start": r.start_port, "end": r.end_port})),
+                    after: Some(after),
+                    summary: format!(
+                        "block {} → {} ({reason})",
+                        range_text(r.start_port as u16, r.end_port as u16),
+                        range_text(lo, hi)
+                    ),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                },
+                lo,
+                Some(r.start_port as u16),
+            )),
+            Some(_) => {}
+        }
+        blocks.insert(&p.name, Block { lo, hi });
+        out.resources.push(Resource {
+            address: block_address(&p.name),
+            provider: NAME.into(),
+            project: Some(p.name.clone()),
+        });
+    }
+    for r in &reg.ranges {
+        if !desired.projects.contains_key(&r.project) {
+            deletes.push(Change {
+                address: block_address(&r.project),
+                provider: NAME.into(),
+                action: Action::Delete,
+                project: Some(r.project.clone()),
+                before: Some(json!({"kind": "block", "project": r.project, "start": r.start_port, "end": r.end_port})),
+                after: None,
+                summary: format!("block {} (freed)", range_text(r.start_port as u16, r.end_port as u16)),
+                drifted: false,
+                disruptive: false,
+                diff: None,
+            });
+        }
+    }
+
+    // 2. Service ports. Ports held now (by anyone) are not handed out to a new service in this plan.
+    let held_now: HashSet<u16> = reg.allocations.iter().map(|a| a.port as u16).collect();
+    let desired_services: HashSet<(&str, &str)> = desired
+        .projects
+        .values()
+        .flat_map(|p| {
+            p.services
+                .iter()
+                .map(move |s| (p.name.as_str(), s.name.as_str()))
+        })
+        .collect();
+    for p in desired.projects.values() {
+        let Some(block) = blocks.get(p.name.as_str()) else {
+            continue;
+        };
+        let pins: HashMap<u16, &str> = p
+            .services
+            .iter()
+            .filter_map(|s| s.port.map(|port| (port, s.name.as_str())))
+            .collect();
+        // Decide each service's port: pins first, then kept allocations, then first free.
+        let mut assigned: HashMap<&str, (u16, String)> = HashMap::new();
+        let mut used: HashSet<u16> = pins.keys().copied().collect();
+        for s in &p.services {
+            if let Some(port) = s.port {
+                assigned.insert(&s.name, (port, "pinned".into()));
+            }
+        }
+        for s in p.services.iter().filter(|s| s.port.is_none()) {
+            if let Some(a) = observed_allocs.get(&(p.name.as_str(), s.name.as_str())) {
+                let port = a.port as u16;
+                let inside = port >= block.lo && port <= block.hi;
+                if inside && !pins.contains_key(&port) && used.insert(port) {
+                    assigned.insert(&s.name, (port, "kept".into()));
+                }
+            }
+        }
+        let unassigned: Vec<&crate::state::Service> = p
+            .services
+            .iter()
+            .filter(|s| !assigned.contains_key(s.name.as_str()))
+            .collect();
+        for s in unassigned {
+            let free =
+                (block.lo..=block.hi).find(|port| !used.contains(port) && !held_now.contains(port));
+            match free {
+                Some(port) => {
+                    used.insert(port);
+                    assigned.insert(
+                        &s.name,
+                        (
+                            port,
+                            format!("first free in {}", range_text(block.lo, block.hi)),
+                        ),
+                    );
+                }
+                None => out.errors.push(Notice {
+                    provider: NAME.into(),
+                    address: Some(service_address(&p.name, &s.name)),
+                    project: Some(p.name.clone()),
+                    message: format!(
+                        "block {} of project `{}` has no free port for service `{}`",
+                        range_text(block.lo, block.hi),
+                        p.name,
+                        s.name
+                    ),
+                }),
+            }
+        }
+        for s in &p.services {
+            let Some((port, reason)) = assigned.get(s.name.as_str()) else {
+                continue;
+            };
+            let address = service_address(&p.name, &s.name);
+            out.resources.push(Resource {
+                address: address.clone(),
+                provider: NAME.into(),
+                project: Some(p.name.clone()),
+            });
+            let protected_now = observed.protected.contains(&address);
+            let after = json!({
+                "kind": "service", "project": p.name, "service": s.name, "port": port,
+                "prevent_destroy": s.prevent_destroy,
+            });
+            match observed_allocs.get(&(p.name.as_str(), s.name.as_str())) {
+                None => creates.push(Change {
+                    address,
+                    provider: NAME.into(),
+                    action: Action::Create,
+                    project: Some(p.name.clone()),
+                    before: None,
+                    after: Some(after),
+                    summary: format!("port {port} ({reason})"),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                }),
+                Some(a) if a.port as u16 != *port || protected_now != s.prevent_destroy => {
+                    let old = a.port as u16;
+                    let mut parts = Vec::new();
+                    if old != *port {
+                        let why = if old < block.lo || old > block.hi {
+                            format!("outside the block {}", range_text(block.lo, block.hi))
+                        } else {
+                            reason.clone()
+                        };
+                        parts.push(format!("port {old} → {port} ({why})"));
+                    }
+                    if protected_now != s.prevent_destroy {
+                        parts.push(format!(
+                            "prevent_destroy {protected_now} → {}",
+                            s.prevent_destroy
+                        ));
+                    }
+                    updates.push((
+                        Change {
+                            address,
+                            provider: NAME.into(),
+                            action: Action::Update,
+                            project: Some(p.name.clone()),
+                            before: Some(json!({
+                                "kind": "service", "project": p.name, "service": s.name, "port": old,
+                                "prevent_destroy": protected_now,
+                            })),
+                            after: Some(after),
+                            summary: parts.join(", "),
+                            drifted: false,
+                            disruptive: false,
+                            diff: None,
+                        },
+                        *port,
+                        (old != *port).then_some(old),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for a in &reg.allocations {
+        if desired_services.contains(&(a.project.as_str(), a.service.as_str())) {
+            continue;
+        }
+        let address = service_address(&a.project, &a.service);
+        if observed.protected.contains(&address) {
+            out.errors.push(Notice {
+                provider: NAME.into(),
+                address: Some(address.clone()),
+                project: Some(a.project.clone()),
+                message: format!(
+                    "{address} has prevent_destroy: removing service `{}` is refused; set prevent_destroy: false and apply first",
+                    a.service
+                ),
+            });
+        }
+        deletes.push(Change {
+            address,
+            provider: NAME.into(),
+            action: Action::Delete,
+            project: Some(a.project.clone()),
+            before: Some(json!({
+                "kind": "service", "project": a.project, "service": a.service, "port": a.port,
+                "prevent_destroy": observed.protected.contains(&service_address(&a.project, &a.service)),
+            })),
+            after: None,
+            summary: format!("port {} (freed)", a.port),
+            drifted: false,
+            disruptive: false,
+            diff: None,
+        });
+    }
+
+    // 3. Shared services.
+    let observed_shared: HashMap<&str, &SharedPort> =
+        reg.shared.iter().map(|s| (s.name.as_str(), s)).collect();
+    for s in &desired.shared_services {
+        out.resources.push(Resource {
+            address: shared_address(&s.name),
+            provider: NAME.into(),
+            project: None,
+        });
+        let after = json!({"kind": "shared", "name": s.name, "port": s.port});
+        match observed_shared.get(s.name.as_str()) {
+            None => shared_changes.push((
+                Change {
+                    address: shared_address(&s.name),
+                    provider: NAME.into(),
+                    action: Action::Create,
+                    project: None,
+                    before: None,
+                    after: Some(after),
+                    summary: format!("port {} (shared service)", s.port),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                },
+                s.port,
+                None,
+            )),
+            Some(o) if o.port as u16 != s.port => shared_changes.push((
+                Change {
+                    address: shared_address(&s.name),
+                    provider: NAME.into(),
+                    action: Action::Update,
+                    project: None,
+                    before: Some(json!({"kind": "shared", "name": s.name, "port": o.port})),
+                    after: Some(after),
+                    summary: format!("port {} → {} (shared service)", o.port, s.port),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                },
+                s.port,
+                Some(o.port as u16),
+            )),
+            Some(_) => {}
+        }
+    }
+    let wanted_shared: HashSet<&str> = desired
+        .shared_services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    for o in &reg.shared {
+        if !wanted_shared.contains(o.name.as_str()) {
+            deletes.push(Change {
+                address: shared_address(&o.name),
+                provider: NAME.into(),
+                action: Action::Delete,
+                project: None,
+                before: Some(json!({"kind": "shared", "name": o.name, "port": o.port})),
+                after: None,
+                summary: format!("port {} (shared service, freed)", o.port),
+                drifted: false,
+                disruptive: false,
+                diff: None,
+            });
+        }
+    }
+    // 4. Order: service deletes before block deletes; moves so that a port is vacated before it is taken.
+    let is_block =
+        |c: &Change| c.before.as_ref().and_then(|b| b.get("kind")) == Some(&json!("block"));
+    deletes.sort_by(|a, b| (is_block(a), &a.address).cmp(&(is_block(b), &b.address)));
+    let ordered_blocks = order_moves(block_moves, &mut out.errors);
+    let ordered_updates = order_moves(updates, &mut out.errors);
+
+    out.changes.extend(deletes);
+    out.changes.extend(ordered_blocks);
+    out.changes
+        .extend(order_moves(shared_changes, &mut out.errors));
+    out.changes.extend(ordered_updates);
+    out.changes.extend(creates);
+    out
+}
+
+/// Orders moves (of service ports or of blocks, keyed by port) so each one's target is vacated first;
+/// a cycle (two pins swapping) is an error.
+fn order_moves(updates: Vec<(Change, u16, Option<u16>)>, errors: &mut Vec<Notice>) -> Vec<Change> {
+    // The move that vacates port P.
+    let vacates: HashMap<u16, usize> = updates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, old))| old.map(|o| (o, i)))
+        .collect();
+    let mut done = vec![false; updates.len()];
+    let mut visiting = vec![false; updates.len()];
+    let mut order = Vec::new();
+    fn visit(
+        i: usize,
+        updates: &[(Change, u16, Option<u16>)],
+        vacates: &HashMap<u16, usize>,
+        done: &mut [bool],
+        visiting: &mut [bool],
+        order: &mut Vec<usize>,
+    ) -> Result<(), usize> {
+        if done[i] {
+            return Ok(());
+        }
+        if visiting[i] {
+            return Err(i);
+        }
+        visiting[i] = true;
+        if let Some(&j) = vacates.get(&updates[i].1)
+            && j != i
+        {
+            visit(j, updates, vacates, done, visiting, order)?;
+        }
+        visiting[i] = false;
+        done[i] = true;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..updates.len() {
+        if let Err(k) = visit(i, &updates, &vacates, &mut done, &mut visiting, &mut order) {
+            errors.push(Notice {
+                provider: NAME.into(),
+                address: Some(updates[k].0.address.clone()),
+                project: updates[k].0.project.clone(),
+                message: format!(
+                    "{} and another resource swap ports in one plan; move one of them in a separate apply",
+                    updates[k].0.address
+                ),
+            });
+            done[i] = true;
+        }
+    }
+    let mut slots: Vec<Option<Change>> = updates.into_iter().map(|(c, _, _)| Some(c)).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{PortSettings, Project, RequiredSecrets, Service, SharedService};
+    use crate::store::DEFAULT_HOST;
+
+    fn desired(projects: Vec<Project>) -> Desired {
+        Desired {
+            dir: "state".into(),
+            revision: "r".into(),
+            ports: PortSettings {
+                projects_start: 3000,
+                projects_end: 3399,
+                block: 100,
+                shared_start: 9000,
+                shared_end: 9999,
+            },
+            shared_services: vec![SharedService {
+                name: "postgres".into(),
+                port: 9432,
+            }],
+            cloudflare: None,
+            gcloud: None,
+            vms: vec![],
+            projects: projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        }
+    }
+
+    fn project(name: &str, range: Option<u16>, services: &[(&str, Option<u16>)]) -> Project {
+        Project {
+            name: name.into(),
+            host: DEFAULT_HOST.into(),
+            path: None,
+            port_range: range,
+            services: services
+                .iter()
+                .map(|(n, p)| Service {
+                    name: (*n).into(),
+                    port: *p,
+                    hostname: None,
+                    prevent_destroy: false,
+                })
+                .collect(),
+            secrets: RequiredSecrets::default(),
+            checks: vec![],
+            instructions: None,
+        }
+    }
+
+    fn summaries(plan: &ProviderPlan) -> Vec<String> {
+        plan.changes
+            .iter()
+            .map(|c| format!("{} {} {}", c.action.symbol(), c.address, c.summary))
+            .collect()
+    }
+
+    /// Applies a plan to an observation the way the store would (for convergence tests).
+    fn apply_to(observed: &mut Observed, plan: &ProviderPlan) {
+        let reg = &mut observed.registry;
+        for c in &plan.changes {
+            let v = c.after.as_ref().or(c.before.as_ref()).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            let n = |k: &str| v[k].as_i64().unwrap() as i32;
+            match (v["kind"].as_str().unwrap(), c.action) {
+                ("block", Action::Delete) => reg.ranges.retain(|r| r.project != s("project")),
+                ("block", _) => {
+                    reg.ranges.retain(|r| r.project != s("project"));
+                    assert!(
+                        reg.ranges.iter().all(|r| r.start_port != n("start")),
+                        "block collision"
+                    );
+                    reg.ranges.push(PortRange {
+                        host: "default".into(),
+                        project: s("project"),
+                        start_port: n("start"),
+                        end_port: n("end"),
+                    });
+                }
+                ("service", Action::Delete) => {
+                    reg.allocations
+                        .retain(|a| !(a.project == s("project") && a.service == s("service")));
+                    observed.protected.remove(&c.address);
+                }
+                ("service", _) => {
+                    reg.allocations
+                        .retain(|a| !(a.project == s("project") && a.service == s("service")));
+                    assert!(
+                        reg.allocations.iter().all(|a| a.port != n("port")),
+                        "port collision at {}",
+                        c.address
+                    );
+                    reg.allocations.push(PortAllocation {
+                        host: "default".into(),
+                        project: s("project"),
+                        service: s("service"),
+                        port: n("port"),
+                    });
+                    if v["prevent_destroy"] == json!(true) {
+                        observed.protected.insert(c.address.clone());
+                    } else {
+                        observed.protected.remove(&c.address);
+                    }
+                }
+                ("shared", Action::Delete) => reg.shared.retain(|x| x.name != s("name")),
+                ("shared", _) => {
+                    reg.shared.retain(|x| x.name != s("name"));
+                    reg.shared.push(SharedPort {
+                        host: "default".into(),
+                        name: s("name"),
+                        port: n("port"),
+                    });
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn first_plan_shows_exact_ports() {
+        let d = desired(vec![
+            project(
+                "consilio",
+                Some(3100),
+                &[("api", Some(3101)), ("web", None), ("worker", None)],
+            ),
+            project("notes", None, &[("app", None)]),
+        ]);
+        let plan = diff(&d, &Observed::default());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(
+            summaries(&plan),
+            [
+                "+ ports/consilio block 3100–3199 (pinned)",
+                "+ ports/notes block 3000–3099 (next free)",
+                "+ ports/_shared/postgres port 9432 (shared service)",
+                "+ ports/consilio/api port 3101 (pinned)",
+                "+ ports/consilio/web port 3100 (first free in 3100–3199)",
+                "+ ports/consilio/worker port 3102 (first free in 3100–3199)",
+                "+ ports/notes/app port 3000 (first free in 3000–3099)",
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_then_plan_is_empty_and_removal_frees() {
+        let d = desired(vec![project("a", None, &[("x", None), ("y", None)])]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        apply_to(&mut obs, &first);
+        assert!(diff(&d, &obs).changes.is_empty());
+        let d2 = desired(vec![project("a", None, &[("y", None), ("z", None)])]);
+        let plan = diff(&d2, &obs);
+        // x is freed; z does not reuse x's port in the same plan.
+        assert_eq!(
+            summaries(&plan),
+            [
+                "- ports/a/x port 3000 (freed)",
+                "+ ports/a/z port 3002 (first free in 3000–3099)"
+            ]
+        );
+        apply_to(&mut obs, &plan);
+        let d3 = desired(vec![project(
+            "a",
+            None,
+            &[("y", None), ("z", None), ("w", None)],
+        )]);
+        assert_eq!(
+            summaries(&diff(&d3, &obs)),
+            ["+ ports/a/w port 3000 (first free in 3000–3099)"]
+        );
+    }
+
+    #[test]
+    fn a_new_pin_moves_the_service_holding_that_port_first() {
+        let d = desired(vec![project("a", Some(3000), &[("x", None), ("y", None)])]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        apply_to(&mut obs, &first); // x=3000, y=3001
+        let d2 = desired(vec![project(
+            "a",
+            Some(3000),
+            &[("x", None), ("y", Some(3000))],
+        )]);
+        let plan = diff(&d2, &obs);
+        assert_eq!(
+            summaries(&plan),
+            [
+                "~ ports/a/x port 3000 → 3002 (first free in 3000–3099)",
+                "~ ports/a/y port 3001 → 3000 (pinned)",
+            ]
+        );
+        apply_to(&mut obs, &plan);
+        assert!(diff(&d2, &obs).changes.is_empty());
+    }
+
+    #[test]
+    fn prevent_destroy_is_remembered_after_the_service_is_gone() {
+        let mut p = project("a", None, &[("db", None)]);
+        p.services[0].prevent_destroy = true;
+        let mut obs = Observed::default();
+        let first = diff(&desired(vec![p]), &obs);
+        apply_to(&mut obs, &first);
+        let plan = diff(&desired(vec![project("a", None, &[])]), &obs);
+        assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+        assert!(plan.errors[0].message.contains("prevent_destroy"));
+    }
+
+    #[test]
+    fn a_full_range_is_an_error_not_a_panic() {
+        let mut d = desired(
+            (0..5)
+                .map(|i| project(&format!("p{i}"), None, &[]))
+                .collect(),
+        );
+        d.ports.projects_end = 3399; // room for 4 blocks
+        let plan = diff(&d, &Observed::default());
+        assert_eq!(plan.errors.len(), 1);
+        assert!(plan.errors[0].message.contains("no free block"));
+    }
+
+    #[test]
+    fn swapping_pins_is_reported() {
+        let d = desired(vec![project(
+            "a",
+            Some(3000),
+            &[("x", Some(3001)), ("y", Some(3002))],
+        )]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        apply_to(&mut obs, &first);
+        let d2 = desired(vec![project(
+            "a",
+            Some(3000),
+            &[("x", Some(3002)), ("y", Some(3001))],
+        )]);
+        let plan = diff(&d2, &obs);
+        assert!(
+            plan.errors.iter().any(|e| e.message.contains("swap")),
+            "{:?}",
+            plan.errors
+        );
+    }
+}
