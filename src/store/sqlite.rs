@@ -99,6 +99,7 @@ impl SqliteStore {
                 backend: Backend::Sqlite,
                 source,
             })?;
+        drop(guard);
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
