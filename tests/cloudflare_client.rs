@@ -830,7 +830,7 @@ async fn rate_limit_429_waits_for_retry_after_then_succeeds() {
 #[tokio::test]
 async fn rate_limit_budget_blocks_until_the_window_ends() {
     let (fake, zone) = fake_with_zone().await;
-    fake.set_rate_limit(2, Duration::from_secs(1));
+    fake.set_rate_limit(2, Duration::from_secs(2));
     let c = client(&fake);
     let started = Instant::now();
     for _ in 0..3 {
@@ -838,8 +838,9 @@ async fn rate_limit_budget_blocks_until_the_window_ends() {
             .await
             .expect("list");
     }
+    // Retry-After is what is left of the 2 s window, rounded up.
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
+        started.elapsed() >= Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
@@ -949,6 +950,12 @@ async fn server_error_on_post_is_not_retried() {
             }
         ),
         "{e:?}"
+    );
+    assert!(
+        e.to_string().contains(&format!(
+            "POST /zones/{zone}/dns_records: outcome unknown (HTTP 500: [1000] Internal server error (injected HTTP 500))"
+        )),
+        "{e}"
     );
     assert!(e.to_string().contains("re-read the remote state"), "{e}");
     assert_eq!(fake.count(Method::POST, "/zones/*/dns_records"), 1);
@@ -1072,9 +1079,20 @@ async fn timeout_on_post_is_outcome_unknown() {
         "{e:?}"
     );
     assert_eq!(fake.count(Method::POST, "/zones/*/dns_records"), 1);
+    assert!(
+        fake.records(&zone).is_empty(),
+        "still sleeping in the server"
+    );
     // The server finishes the request after the client gave up.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(fake.records(&zone).len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.records(&zone).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fake.records(&zone).len(),
+        1,
+        "applied although the client saw a timeout"
+    );
 }
 
 #[tokio::test]

@@ -233,6 +233,19 @@ impl fmt::Display for Messages<'_> {
     }
 }
 
+/// `: <messages>` when there are any, nothing otherwise.
+struct DetailsIfAny<'a>(&'a [ApiMessage]);
+
+impl fmt::Display for DetailsIfAny<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, ": {}", Messages(self.0))
+        }
+    }
+}
+
 struct RetryAfterNote<'a>(&'a Option<Duration>);
 
 impl fmt::Display for RetryAfterNote<'_> {
@@ -367,7 +380,8 @@ pub enum ApiError {
         messages: Vec<ApiMessage>,
     },
     #[error(
-        "{api}: {method} {path}: outcome unknown ({cause}): the request may or may not have been applied; re-read the remote state before trying again"
+        "{api}: {method} {path}: outcome unknown ({cause}{}): the request may or may not have been applied; re-read the remote state before trying again",
+        DetailsIfAny(.messages)
     )]
     OutcomeUnknown {
         api: &'static str,
