@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the map of modules and the invariants between them.
 
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod engine;
 pub mod logging;

@@ -1,8 +1,9 @@
 //! Shared test harness: real databases (a fresh SQLite file or a fresh PostgreSQL database per test),
-//! the built binary, and temporary state directories.
+//! the built binary, temporary state directories, and fake cloud APIs (`fake_cloudflare`).
 #![allow(dead_code)]
 
 pub mod db;
+pub mod fake_cloudflare;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
