@@ -96,10 +96,9 @@ fn desired(shape: &Shape) -> Desired {
 }
 
 async fn converge(store: &Arc<dyn Store>, d: &Desired) -> Result<(), TestCaseError> {
-    let engine = Engine::new(
-        store.clone(),
-        supervisor::providers::for_desired(d, store.clone()),
-    );
+    let ctx = supervisor::providers::ProviderContext::new(store.clone());
+    let providers = supervisor::providers::for_desired(d, &ctx).await.unwrap();
+    let engine = Engine::new(store.clone(), providers);
     let plan = engine.plan(d, &Scope::default()).await.unwrap();
     if !plan.errors.is_empty() {
         // Only a legitimately full range may refuse (more unpinned projects than free blocks).

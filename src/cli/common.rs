@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::engine::Engine;
+use crate::providers::ProviderContext;
 use crate::state::{self, Desired, Diagnostics};
 use crate::store::{self, Store};
 
@@ -34,8 +35,18 @@ pub async fn open_store(ctx: &Context) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store::open(&ctx.settings.database).await?)
 }
 
-pub fn engine(desired: &Desired, store: Arc<dyn Store>) -> Engine {
-    Engine::new(store.clone(), crate::providers::for_desired(desired, store))
+/// The engine with the providers `desired` needs. `adopt`: hostnames whose unmanaged DNS records may be
+/// adopted.
+pub async fn engine(
+    desired: &Desired,
+    store: Arc<dyn Store>,
+    adopt: &[String],
+) -> anyhow::Result<Engine> {
+    let mut ctx = ProviderContext::new(store.clone());
+    ctx.adopt = adopt.to_vec();
+    ctx.actor = cli_actor();
+    let providers = crate::providers::for_desired(desired, &ctx).await?;
+    Ok(Engine::new(store, providers))
 }
 
 /// `cli:<user>`, for the journal and the secret access log.

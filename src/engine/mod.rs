@@ -80,6 +80,20 @@ pub trait Provider: Send + Sync {
     async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError>;
     /// Carries out one change this provider planned.
     async fn apply(&self, change: &Change) -> Result<(), ProviderError>;
+
+    /// How many consecutive changes [`Provider::apply_batch`] takes at once (1: no batching).
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Carries out several consecutive changes as one all-or-nothing unit (e.g. one DNS batch call).
+    /// Only called with more than one change when [`Provider::batch_size`] is above 1.
+    async fn apply_batch(&self, changes: &[Change]) -> Result<(), ProviderError> {
+        for c in changes {
+            self.apply(c).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A stable digest of anything serializable, for fingerprints.
@@ -337,44 +351,78 @@ impl Engine {
             summary: plan.summary,
             ..Default::default()
         };
-        for (seq, change) in plan.changes.iter().enumerate() {
-            let Some(provider) = self.providers.iter().find(|p| p.name() == change.provider) else {
-                let msg = format!("no provider `{}` for {}", change.provider, change.address);
-                report.failed = Some(msg.clone());
+        // Consecutive changes of one provider go out in groups of up to its batch size; a group is
+        // all-or-nothing (one API transaction for batching providers, one change otherwise).
+        let mut seq = 0i32;
+        let mut i = 0;
+        'groups: while i < plan.changes.len() {
+            let first = &plan.changes[i];
+            let Some(provider) = self.providers.iter().find(|p| p.name() == first.provider) else {
+                report.failed = Some(format!(
+                    "no provider `{}` for {}",
+                    first.provider, first.address
+                ));
                 break;
             };
-            let intent = serde_json::to_value(change).unwrap_or_default();
-            let jid = self
-                .store
-                .journal_start(
-                    &run_id,
-                    seq as i32 + 1,
-                    &change.address,
-                    &change.provider,
-                    change.action.as_str(),
-                    &intent,
-                )
-                .await?;
-            progress(ApplyEvent::Started { change });
+            let max = provider.batch_size().max(1);
+            let group: Vec<&Change> = plan.changes[i..]
+                .iter()
+                .take_while(|c| c.provider == first.provider)
+                .take(max)
+                .collect();
+            i += group.len();
+            let mut journal_ids = Vec::with_capacity(group.len());
+            for change in &group {
+                seq += 1;
+                let intent = serde_json::to_value(change).unwrap_or_default();
+                let jid = self
+                    .store
+                    .journal_start(
+                        &run_id,
+                        seq,
+                        &change.address,
+                        &change.provider,
+                        change.action.as_str(),
+                        &intent,
+                    )
+                    .await?;
+                journal_ids.push(jid);
+                progress(ApplyEvent::Started { change });
+            }
             let started = std::time::Instant::now();
-            match provider.apply(change).await {
+            let owned: Vec<Change> = group.iter().map(|c| (*c).clone()).collect();
+            let result = if owned.len() == 1 {
+                provider.apply(&owned[0]).await
+            } else {
+                provider.apply_batch(&owned).await
+            };
+            match result {
                 Ok(()) => {
-                    self.store.journal_finish(jid, None).await?;
-                    report.applied += 1;
-                    progress(ApplyEvent::Finished {
-                        change,
-                        elapsed: started.elapsed(),
-                    });
+                    for (change, jid) in group.iter().zip(&journal_ids) {
+                        self.store.journal_finish(*jid, None).await?;
+                        report.applied += 1;
+                        progress(ApplyEvent::Finished {
+                            change,
+                            elapsed: started.elapsed(),
+                        });
+                    }
                 }
                 Err(e) => {
-                    let msg = format!("{}: {e}", change.address);
-                    self.store.journal_finish(jid, Some(&e.to_string())).await?;
-                    progress(ApplyEvent::Failed {
-                        change,
-                        error: e.to_string(),
-                    });
-                    report.failed = Some(msg);
-                    break;
+                    for (change, jid) in group.iter().zip(&journal_ids) {
+                        self.store
+                            .journal_finish(*jid, Some(&e.to_string()))
+                            .await?;
+                        progress(ApplyEvent::Failed {
+                            change,
+                            error: e.to_string(),
+                        });
+                    }
+                    let what = match group.as_slice() {
+                        [one] => one.address.clone(),
+                        many => format!("{} changes starting at {}", many.len(), many[0].address),
+                    };
+                    report.failed = Some(format!("{what}: {e}"));
+                    break 'groups;
                 }
             }
         }

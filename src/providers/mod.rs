@@ -1,5 +1,5 @@
 //! Providers: one per kind of reality, each implementing [`crate::engine::Provider`] — observe, diff
-//! (a pure function, unit-tested with plain values), apply one change.
+//! (a pure function, unit-tested with plain values), apply one change (or one batch).
 //!
 //! Providers know nothing of the CLI or MCP; API clients they use know nothing of plans.
 
@@ -10,14 +10,42 @@ pub mod sockets;
 
 use std::sync::Arc;
 
-use crate::engine::Provider;
+use crate::engine::{Provider, ProviderError};
+use crate::secrets::SecretSource;
 use crate::state::Desired;
 use crate::store::{DEFAULT_HOST, Store};
 
+/// What providers are built from.
+#[derive(Clone)]
+pub struct ProviderContext {
+    pub store: Arc<dyn Store>,
+    /// Credentials by vault path; `None` when no encryption key is configured (providers that need a
+    /// credential then fail to build with an error saying so).
+    pub secrets: Option<Arc<dyn SecretSource>>,
+    /// Hostnames whose existing, unmanaged DNS records may be adopted (`apply --adopt HOST`).
+    pub adopt: Vec<String>,
+    /// Who reads the credentials (`cli:<user>`, `serve`), for the secret access log.
+    pub actor: String,
+}
+
+impl ProviderContext {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ProviderContext {
+            store,
+            secrets: None,
+            adopt: Vec::new(),
+            actor: "supervisor".into(),
+        }
+    }
+}
+
 /// The providers for `desired`, in apply order: ports → (tunnel → dns → vm → instructions) → secrets.
-pub fn for_desired(_desired: &Desired, store: Arc<dyn Store>) -> Vec<Box<dyn Provider>> {
-    vec![
-        Box::new(ports::PortsProvider::new(store.clone(), DEFAULT_HOST)),
-        Box::new(secrets::RequiredSecretsProvider::new(store)),
-    ]
+pub async fn for_desired(
+    _desired: &Desired,
+    ctx: &ProviderContext,
+) -> Result<Vec<Box<dyn Provider>>, ProviderError> {
+    Ok(vec![
+        Box::new(ports::PortsProvider::new(ctx.store.clone(), DEFAULT_HOST)),
+        Box::new(secrets::RequiredSecretsProvider::new(ctx.store.clone())),
+    ])
 }

@@ -7,3 +7,22 @@
 pub mod detector;
 pub mod key;
 pub mod path;
+
+/// Where providers get credentials they need (the Cloudflare API token, the Google service account),
+/// by vault path. The vault implements it; every read is audited under `actor`.
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn read_secret(
+        &self,
+        path: &str,
+        actor: &str,
+    ) -> Result<secrecy::SecretString, SecretSourceError>;
+}
+
+/// Why a credential could not be read. Never contains the value.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read secret {path}: {reason}")]
+pub struct SecretSourceError {
+    pub path: String,
+    pub reason: String,
+}
