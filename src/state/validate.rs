@@ -106,23 +106,46 @@ fn parse_hint(message: &str) -> &'static str {
     }
 }
 
+fn credential_diagnostics(path: &Path, text: &str) -> Vec<Diagnostic> {
+    detector::scan(text)
+        .into_iter()
+        .map(|f| {
+            let line = text[..f.start].matches('\n').count() as u64 + 1;
+            let col = text[..f.start].rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+            Diagnostic::at(path, line, col, format!("a literal credential ({}, {}) is in a state file", f.kind, f.masked()))
+                .hint("state/ is committed to git: store the value with `supervisor secrets set PATH` and refer to it as secret:PATH")
+        })
+        .collect()
+}
+
+/// `items.map(f)` on up to 4 threads (state directories can hold a thousand files), order kept.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if items.len() < 64 || threads < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| scope.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics> {
     let mut diags = Vec::new();
 
     // Literal credentials anywhere in state/ are refused before anything else looks at the files.
-    for (path, text) in src.supervisor.iter().chain(&src.projects) {
-        for f in detector::scan(text) {
-            let line = text[..f.start].matches('\n').count() as u64 + 1;
-            let col = text[..f.start]
-                .rsplit('\n')
-                .next()
-                .map_or(0, |l| l.chars().count()) as u64
-                + 1;
-            diags.push(
-                Diagnostic::at(path, line, col, format!("a literal credential ({}, {}) is in a state file", f.kind, f.masked()))
-                    .hint("state/ is committed to git: store the value with `supervisor secrets set PATH` and refer to it as secret:PATH"),
-            );
-        }
+    let files: Vec<&(PathBuf, String)> = src.supervisor.iter().chain(&src.projects).collect();
+    for found in par_map(&files, |(path, text)| credential_diagnostics(path, text)) {
+        diags.extend(found);
     }
 
     let sup_path = src.dir.join(SUPERVISOR_FILE);
@@ -131,13 +154,18 @@ pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics
         None => Some(SupervisorFile::default()),
     };
     let sup_text = src.supervisor.as_ref().map_or("", |(_, t)| t.as_str());
-    let projects: Vec<(PathBuf, &str, ProjectFile)> = src
-        .projects
-        .iter()
-        .filter_map(|(path, text)| {
-            parse(path, text, &mut diags).map(|p| (path.clone(), text.as_str(), p))
-        })
-        .collect();
+    let parsed = par_map(&src.projects, |(path, text)| {
+        let mut d = Vec::new();
+        let p: Option<ProjectFile> = parse(path, text, &mut d);
+        (p, d)
+    });
+    let mut projects: Vec<(PathBuf, &str, ProjectFile)> = Vec::with_capacity(parsed.len());
+    for ((path, text), (p, d)) in src.projects.iter().zip(parsed) {
+        diags.extend(d);
+        if let Some(p) = p {
+            projects.push((path.clone(), text.as_str(), p));
+        }
+    }
 
     let Some(sup) = sup else {
         return Err(Diagnostics(diags));
