@@ -69,3 +69,14 @@ pub fn cli_actor() -> String {
     });
     format!("cli:{user}")
 }
+
+/// The vault as a credential source, when an encryption key is configured (`None` otherwise: providers
+/// that need a credential then say so).
+pub async fn secret_source(
+    ctx: &Context,
+    _store: Arc<dyn Store>,
+) -> anyhow::Result<Option<Arc<dyn crate::secrets::SecretSource>>> {
+    let _key = crate::secrets::key::EncryptionKey::load(ctx.settings.key_file.as_deref())?;
+    // The vault lands with the secrets work; until then no credentials are available.
+    Ok(None)
+}

@@ -7,8 +7,10 @@ mod doctor;
 pub mod output;
 mod plan;
 mod ports;
+mod serve;
 mod state;
 mod status;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -374,8 +376,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::plan(&ctx, args).await,
         Command::Apply(args) => plan::apply(&ctx, args).await,
         Command::Status => status::run(&ctx).await,
-        Command::Serve(_) => not_implemented("serve"),
-        Command::Mcp(_) => not_implemented("mcp"),
+        Command::Serve(args) => serve::serve(&ctx, args).await,
+        Command::Mcp(args) => serve::mcp_stdio(&ctx, args).await,
         Command::Secrets(_) => not_implemented("secrets"),
         Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
@@ -383,7 +385,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Knowledge(_) => not_implemented("knowledge"),
         Command::Instructions(_) => not_implemented("instructions"),
         Command::Import(_) => not_implemented("import"),
-        Command::Token(_) => not_implemented("token"),
+        Command::Token(cmd) => token::run(&ctx, cmd).await,
         Command::Schema => state::schema(&ctx),
     }
 }

@@ -207,6 +207,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         allow_disruptive: args.allow_disruptive,
         actor: cli_actor(),
         git_revision: git_revision(&desired.dir),
+        stop: None,
     };
     let interactive = std::io::stdin().is_terminal() && !ctx.out.json;
     if saved.is_none() && !args.auto_approve {

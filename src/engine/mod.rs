@@ -20,6 +20,7 @@
 
 pub mod plan;
 pub mod render;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,7 +64,9 @@ pub struct ProviderPlan {
 }
 
 /// A resource the desired state declares.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Resource {
     pub address: String,
     pub provider: String,
@@ -134,6 +137,8 @@ pub struct ApplyOptions {
     /// Who applies: `cli:<user>`, `serve:auto-apply`, `mcp:<token id>`.
     pub actor: String,
     pub git_revision: Option<String>,
+    /// When cancelled, the apply stops at the next change boundary (graceful shutdown of `serve`).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Progress of an apply, for renderers.
@@ -356,6 +361,13 @@ impl Engine {
         let mut seq = 0i32;
         let mut i = 0;
         'groups: while i < plan.changes.len() {
+            if opts.stop.as_ref().is_some_and(|t| t.is_cancelled()) {
+                report.failed = Some(format!(
+                    "stopped before {} (shutting down); the next run continues",
+                    plan.changes[i].address
+                ));
+                break;
+            }
             let first = &plan.changes[i];
             let Some(provider) = self.providers.iter().find(|p| p.name() == first.provider) else {
                 report.failed = Some(format!(

@@ -11,7 +11,19 @@ use serde_json::Value;
 
 pub const PLAN_FORMAT_VERSION: &str = "1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -42,7 +54,7 @@ impl Action {
 
 /// One change to one resource. `before`/`after` are the resource's attributes as the provider models
 /// them (never a secret value); `after` is also what `apply` carries out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     pub address: String,
     pub provider: String,
@@ -66,7 +78,7 @@ pub struct Change {
 }
 
 /// Something the user should know that is not a change (a required secret that is missing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Notice {
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +88,9 @@ pub struct Notice {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Summary {
     pub add: usize,
     pub change: usize,
@@ -84,7 +98,7 @@ pub struct Summary {
 }
 
 /// What made the plan: filters and the state it was computed from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -109,7 +123,7 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     pub format_version: String,
     pub desired_revision: String,

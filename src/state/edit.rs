@@ -32,3 +32,239 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     }
     result
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Machine edits (MCP tools): validated, written atomically in canonical form, revision-checked.
+
+use std::sync::Mutex;
+
+use super::{Desired, Diagnostics, Project, Service, Sources, canonical, project_file_path};
+
+/// Why an edit was refused. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error(
+        "the desired state changed since revision {expected} was read (it is now {actual}); read it again and redo the edit"
+    )]
+    Stale { expected: String, actual: String },
+    #[error("the edit would make the desired state invalid:\n{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What an edit produced.
+#[derive(Debug, Clone)]
+pub struct Edited {
+    pub path: std::path::PathBuf,
+    pub revision: String,
+    pub desired: Desired,
+    /// `false` when the file already said exactly this (nothing was written).
+    pub changed: bool,
+}
+
+/// Edits within one process are serialized; the revision check guards against everyone else.
+static EDIT: Mutex<()> = Mutex::new(());
+
+fn edit_project(
+    dir: &Path,
+    name: &str,
+    expected_revision: &str,
+    change: impl FnOnce(Option<Project>) -> Result<Project, EditError>,
+) -> Result<Edited, EditError> {
+    let _serial = EDIT.lock().unwrap_or_else(|e| e.into_inner());
+    let sources = Sources::read(dir).map_err(EditError::Invalid)?;
+    let actual = sources.revision();
+    if actual != expected_revision {
+        return Err(EditError::Stale {
+            expected: expected_revision.to_string(),
+            actual,
+        });
+    }
+    let path = project_file_path(dir, name);
+    let original = sources
+        .projects
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, t)| t.clone());
+    let current = match &original {
+        Some(text) => {
+            let file = super::validate::parse_file::<super::model::ProjectFile>(&path, text)
+                .map_err(EditError::Invalid)?;
+            Some(super::validate::project_from_file(&file))
+        }
+        None => None,
+    };
+    let updated = change(current)?;
+    let text = canonical::project_yaml(&updated, original.as_deref());
+    let mut next = sources.clone();
+    match next.projects.iter_mut().find(|(p, _)| *p == path) {
+        Some(slot) => slot.1 = text.clone(),
+        None => {
+            next.projects.push((path.clone(), text.clone()));
+            next.projects.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+    let desired = super::validate::desired_from_sources(&next).map_err(EditError::Invalid)?;
+    let changed = original.as_deref() != Some(text.as_str());
+    if changed {
+        write_atomic(&path, &text).map_err(|source| EditError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(Edited {
+        path,
+        revision: desired.revision.clone(),
+        desired,
+        changed,
+    })
+}
+
+/// Creates or replaces a whole project (its file is rewritten; comments on kept keys survive).
+pub fn upsert_project(
+    dir: &Path,
+    project: &Project,
+    expected_revision: &str,
+) -> Result<Edited, EditError> {
+    edit_project(dir, &project.name, expected_revision, |_| {
+        Ok(project.clone())
+    })
+}
+
+/// Adds a service to a project or replaces the one with the same name.
+pub fn upsert_service(
+    dir: &Path,
+    project: &str,
+    service: &Service,
+    expected_revision: &str,
+) -> Result<Edited, EditError> {
+    edit_project(dir, project, expected_revision, |current| {
+        let mut p = current
+            .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
+        match p.services.iter_mut().find(|s| s.name == service.name) {
+            Some(s) => *s = service.clone(),
+            None => p.services.push(service.clone()),
+        }
+        Ok(p)
+    })
+}
+
+/// Removes a service from a project (its port is freed by the next apply).
+pub fn remove_service(
+    dir: &Path,
+    project: &str,
+    service: &str,
+    expected_revision: &str,
+) -> Result<Edited, EditError> {
+    edit_project(dir, project, expected_revision, |current| {
+        let mut p = current
+            .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
+        let before = p.services.len();
+        p.services.retain(|s| s.name != service);
+        if p.services.len() == before {
+            return Err(EditError::NotFound(format!(
+                "project `{project}` has no service `{service}`"
+            )));
+        }
+        Ok(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RequiredSecrets;
+
+    fn setup() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(state.join("projects")).unwrap();
+        std::fs::write(
+            state.join("projects/shop.yaml"),
+            "# my shop\nname: shop\nservices:\n  # public API\n  - name: api\n",
+        )
+        .unwrap();
+        let rev = crate::state::load(&state).unwrap().revision;
+        (dir, rev)
+    }
+
+    fn svc(name: &str, port: Option<u16>) -> Service {
+        Service {
+            name: name.into(),
+            port,
+            hostname: None,
+            prevent_destroy: false,
+        }
+    }
+
+    #[test]
+    fn upsert_service_keeps_comments_and_bumps_the_revision() {
+        let (dir, rev) = setup();
+        let state = dir.path().join("state");
+        let out = upsert_service(&state, "shop", &svc("web", None), &rev).unwrap();
+        assert!(out.changed);
+        assert_ne!(out.revision, rev);
+        let text = std::fs::read_to_string(state.join("projects/shop.yaml")).unwrap();
+        assert_eq!(
+            text,
+            "# my shop\nname: shop\nservices:\n  # public API\n  - name: api\n  - name: web\n"
+        );
+        assert_eq!(crate::state::load(&state).unwrap().revision, out.revision);
+        // The same edit again is a no-op that writes nothing.
+        let again = upsert_service(&state, "shop", &svc("web", None), &out.revision).unwrap();
+        assert!(!again.changed);
+    }
+
+    #[test]
+    fn stale_and_invalid_edits_write_nothing() {
+        let (dir, rev) = setup();
+        let state = dir.path().join("state");
+        let before = std::fs::read_to_string(state.join("projects/shop.yaml")).unwrap();
+        let err = upsert_service(&state, "shop", &svc("web", None), "sha256:old").unwrap_err();
+        assert!(matches!(err, EditError::Stale { .. }), "{err}");
+        let err = upsert_service(&state, "shop", &svc("web", Some(3101)), &rev).unwrap_err();
+        assert!(err.to_string().contains("no port_range"), "{err}");
+        let err = remove_service(&state, "shop", "nope", &rev).unwrap_err();
+        assert!(matches!(err, EditError::NotFound(_)));
+        let err = upsert_service(&state, "nope", &svc("web", None), &rev).unwrap_err();
+        assert!(matches!(err, EditError::NotFound(_)));
+        assert_eq!(
+            std::fs::read_to_string(state.join("projects/shop.yaml")).unwrap(),
+            before
+        );
+    }
+
+    #[test]
+    fn upsert_project_creates_a_file() {
+        let (dir, rev) = setup();
+        let state = dir.path().join("state");
+        let p = Project {
+            name: "blog".into(),
+            host: "default".into(),
+            path: None,
+            port_range: Some(3200),
+            services: vec![svc("web", Some(3201))],
+            secrets: RequiredSecrets::default(),
+            checks: vec![],
+            instructions: None,
+        };
+        let out = upsert_project(&state, &p, &rev).unwrap();
+        assert_eq!(out.desired.projects["blog"].services[0].port, Some(3201));
+        assert_eq!(
+            std::fs::read_to_string(state.join("projects/blog.yaml")).unwrap(),
+            "name: blog\nport_range: 3200\nservices:\n  - name: web\n    port: 3201\n"
+        );
+        let err = remove_service(&state, "shop", "api", &rev).unwrap_err();
+        assert!(
+            matches!(err, EditError::Stale { .. }),
+            "the revision moved with the new file"
+        );
+    }
+}

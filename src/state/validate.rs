@@ -33,6 +33,9 @@ static TUNNEL_ID: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| panic!("tunnel id regex: {e}"))
 });
 
+/// Names a project may not have: `/mcp/meta` is the meta endpoint.
+const RESERVED_PROJECT_NAMES: &[&str] = &["meta"];
+
 const NAME_HINT: &str =
     "use lower-case letters, digits and dashes (at most 63, not starting or ending with a dash)";
 
@@ -552,6 +555,13 @@ fn check_projects(
         };
         let name = &p.name.value;
         check_name(&p.name, "project", &mut d);
+        if RESERVED_PROJECT_NAMES.contains(&name.as_str()) {
+            d.at(
+                p.name.referenced,
+                format!("`{name}` is reserved (it names the meta MCP endpoint)"),
+                Some("choose another project name"),
+            );
+        }
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if stem != name {
             d.at(

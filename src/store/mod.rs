@@ -208,6 +208,12 @@ pub trait Store:
     /// Backend, version, vector support and migrations, for `doctor`.
     async fn info(&self) -> Result<DatabaseInfo>;
 
+    /// A round trip to the database (`/health`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Task timers started and not completed.
+    async fn running_tasks(&self) -> Result<i64>;
+
     /// Takes the apply lock (one apply at a time per database), waiting up to `timeout`.
     /// PostgreSQL: a session advisory lock on a dedicated connection (never through the pool).
     /// SQLite: an exclusive lock on a file next to the database.

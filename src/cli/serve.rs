@@ -1,0 +1,140 @@
+//! `supervisor serve` and `supervisor mcp` (stdio).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+
+use super::common::{cli_actor, open_store};
+use super::{Context, McpArgs, ServeArgs};
+use crate::mcp::auth::Principal;
+use crate::mcp::{Endpoint, McpServer};
+use crate::secrets::SecretSource;
+use crate::serve::http::{self, HttpConfig};
+use crate::serve::reconcile::{self, LoopConfig};
+use crate::serve::runtime::Runtime;
+
+/// The credential source for providers and the secret tools: the vault, when a key is configured.
+async fn secret_source(
+    ctx: &Context,
+    store: Arc<dyn crate::store::Store>,
+) -> anyhow::Result<Option<Arc<dyn SecretSource>>> {
+    super::common::secret_source(ctx, store).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = &ctx.settings.file.serve;
+    let listen_text = args.listen.clone().unwrap_or_else(|| cfg.listen.clone());
+    let listen: SocketAddr = listen_text.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "invalid listen address `{listen_text}`: {e} (expected e.g. 127.0.0.1:8080)"
+        )
+    })?;
+    if args.no_auth && !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--no-auth is only allowed on a loopback address (got {listen}); create tokens with `supervisor token create` instead"
+        );
+    }
+    let auto_apply = args.auto_apply || cfg.auto_apply;
+    let store = open_store(ctx).await?;
+    let secrets = secret_source(ctx, store.clone()).await?;
+    let rt = Runtime::new(ctx.settings.clone(), store, secrets, auto_apply)?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let shutdown = rt.shutdown.clone();
+    let app = http::router(
+        rt.clone(),
+        HttpConfig {
+            listen: bound,
+            no_auth: args.no_auth,
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            rate_limit_per_second: cfg.rate_limit_per_second,
+        },
+        &shutdown,
+    );
+    let _watcher = reconcile::watch(rt.clone(), Duration::from_millis(cfg.debounce_millis))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let loop_cfg = LoopConfig {
+        auto_apply,
+        resync: Duration::from_secs(cfg.resync_interval_secs.max(1)),
+        debounce: Duration::from_millis(cfg.debounce_millis),
+        leader_retry: Duration::from_secs(2),
+    };
+    let reconciler = tokio::spawn(reconcile::run(rt.clone(), loop_cfg, shutdown.clone()));
+    eprintln!(
+        "supervisor serving on http://{bound} — /health, /metrics, /mcp/meta, /mcp/<project>{}{}",
+        if args.no_auth {
+            " (no auth: loopback only)"
+        } else {
+            ""
+        },
+        if auto_apply { "; auto-apply on" } else { "" }
+    );
+    let server_shutdown = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = server_shutdown.cancelled() => {}
+        }
+        // In-flight requests finish; the reconciler stops at the next change boundary.
+        server_shutdown.cancel();
+    });
+    let served = server.await;
+    shutdown.cancel();
+    let _ = reconciler.await;
+    served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
+    eprintln!("supervisor stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn mcp_stdio(ctx: &Context, args: McpArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx).await?;
+    let secrets = secret_source(ctx, store.clone()).await?;
+    let rt = Runtime::new(ctx.settings.clone(), store, secrets, false)?;
+    let endpoint = match args.project {
+        Some(p) => {
+            if !rt.desired().await.projects.contains_key(&p) {
+                anyhow::bail!(
+                    "there is no project `{p}` in {}",
+                    ctx.settings.state_dir.display()
+                );
+            }
+            Endpoint::Project(p)
+        }
+        None => Endpoint::Meta,
+    };
+    let server = McpServer::new(rt, endpoint, Principal::Local { who: cli_actor() });
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow::anyhow!("MCP over stdio failed to start: {e}"))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| anyhow::anyhow!("MCP over stdio stopped: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,7 @@
+//! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`) and the
+//! reconcile loop that keeps reality converged.
+
+pub mod http;
+pub mod metrics;
+pub mod reconcile;
+pub mod runtime;
