@@ -4,6 +4,7 @@
 //! A secret value leaves this module only through one explicit call ([`key::EncryptionKey`] never
 //! prints itself); it never goes into a log line, an error message or a plan.
 
+pub mod crypto;
 pub mod detector;
 pub mod key;
 pub mod path;
