@@ -399,6 +399,12 @@ pub trait SecretRepo {
     async fn access_log(&self, path: Option<&str>, limit: i64) -> Result<Vec<AccessEvent>>;
     /// Every secret's ciphertext, for key rotation.
     async fn all_secrets(&self) -> Result<Vec<SecretRow>>;
+    /// Up to `limit` secrets, most recently written first (the vault checks its key against them
+    /// before writing).
+    async fn sample_secrets(&self, limit: i64) -> Result<Vec<SecretRow>>;
+    /// Inserts new secrets with all their metadata in one transaction: all or nothing. A path that
+    /// already exists is a [`StoreError::Conflict`] naming it.
+    async fn import_secrets(&self, rows: &[SecretRow]) -> Result<()>;
     /// Replaces ciphertexts (path, ciphertext, key_version) in one transaction: all or nothing.
     async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> Result<()>;
 }
