@@ -4,6 +4,7 @@
 
 mod doctor;
 pub mod output;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -371,7 +372,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => not_implemented("status"),
         Command::Serve(_) => not_implemented("serve"),
         Command::Mcp(_) => not_implemented("mcp"),
-        Command::Secrets(_) => not_implemented("secrets"),
+        Command::Secrets(command) => secrets::run(&ctx, command).await,
         Command::Ports(_) => not_implemented("ports"),
         Command::Timing(_) => not_implemented("timing"),
         Command::Knowledge(_) => not_implemented("knowledge"),

@@ -16,6 +16,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
+use super::path::{PathError, SecretPath};
+
 /// What kind of credential a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -424,6 +426,81 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Where a credential found in pasted text could be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub finding: Finding,
+    /// 1-based line and column (in characters) of the credential in the text.
+    pub line: usize,
+    pub column: usize,
+    pub path: SecretPath,
+}
+
+impl SecretKind {
+    /// The secret's name inside a project folder: the vendor is kept in the name there
+    /// (`project/p/cloudflare_api_token`) since the folder no longer says it.
+    fn project_name(self) -> String {
+        let (vendor, name) = (self.vendor(), self.suggested_name());
+        if name.starts_with(vendor) || matches!(vendor, "keys" | "tokens" | "misc" | "database") {
+            name.to_string()
+        } else {
+            format!("{vendor}_{name}")
+        }
+    }
+}
+
+/// Finds the credentials in `text` and suggests a vault path for each: `meta/<vendor>/<name>`, or
+/// `project/<project>/<name>` when a project is given. Names repeat with a suffix (`_2`, `_3`).
+pub fn suggest(text: &str, project: Option<&str>) -> Result<Vec<Suggestion>, PathError> {
+    if let Some(p) = project {
+        SecretPath::parse(&format!("project/{p}/x"))?;
+    }
+    let lines = LineIndex::new(text);
+    let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for finding in scan(text) {
+        let base = match project {
+            Some(p) => format!("project/{p}/{}", finding.kind.project_name()),
+            None => format!(
+                "meta/{}/{}",
+                finding.kind.vendor(),
+                finding.kind.suggested_name()
+            ),
+        };
+        let n = used.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let path = if *n == 1 { base } else { format!("{base}_{n}") };
+        let (line, column) = lines.position(text, finding.start);
+        out.push(Suggestion {
+            path: SecretPath::parse(&path)?,
+            finding,
+            line,
+            column,
+        });
+    }
+    Ok(out)
+}
+
+/// Byte offset → 1-based line and column (in characters).
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    pub fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = text.get(start..offset).map_or(1, |s| s.chars().count() + 1);
+        (line, column)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +563,34 @@ mod tests {
             "connecting to postgres://app:[REDACTED:url_credentials]@db/app now"
         );
         assert!(matches!(redact("nothing to hide"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn suggestions_name_a_vault_path_per_credential() {
+        let text = "first ghp_1234567890abcdefghijABCDEFGHIJ123456\n  and ghp_abcdefghij1234567890ABCDEFGHIJ654321 then\nAKIAIOSFODNN7EXAMPLE";
+        let paths: Vec<(String, usize, usize)> = suggest(text, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.path.to_string(), s.line, s.column))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("meta/github/github_token".to_string(), 1, 7),
+                ("meta/github/github_token_2".to_string(), 2, 7),
+                ("meta/aws/aws_access_key_id".to_string(), 3, 1),
+            ]
+        );
+        let in_project: Vec<String> = suggest(
+            "CLOUDFLARE_API_TOKEN=abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+            Some("shop"),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path.to_string())
+        .collect();
+        assert_eq!(in_project, ["project/shop/cloudflare_api_token"]);
+        assert!(suggest("x", Some("Bad Name")).is_err());
     }
 
     #[test]

@@ -7,4 +7,7 @@
 pub mod crypto;
 pub mod detector;
 pub mod key;
+pub mod legacy;
 pub mod path;
+pub mod scan;
+pub mod vault;
