@@ -41,7 +41,7 @@ use crate::store::{
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// How many recently written secrets a write checks the key against.
 const KEY_CHECK_SAMPLE: i64 = 5;
-/// Most events one audit commit carries.
+/// Most jobs (reads and events) one ledger batch carries.
 const MAX_AUDIT_BATCH: usize = 1024;
 const AUDIT_QUEUE: usize = 8192;
 
@@ -414,23 +414,53 @@ pub struct ImportReport {
     pub key_version: i32,
 }
 
-/// One queued audit event and the reader waiting for its commit.
-struct Pending {
-    event: AccessEvent,
-    done: oneshot::Sender<Result<(), String>>,
+/// Work for the ledger task: an access to record, or a read to carry out and record.
+enum Job {
+    Record {
+        event: AccessEvent,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Read {
+        path: String,
+        actor: String,
+        done: oneshot::Sender<Result<Fetched, String>>,
+    },
 }
 
-/// The group-commit writer of the access log, started on first use (inside the caller's runtime).
-struct AuditLog {
+/// What a read found, released to the reader only after its audit record is committed.
+enum Fetched {
+    Value {
+        plain: Zeroizing<String>,
+        expires_at: Option<DateTime<Utc>>,
+        rotation_required: bool,
+    },
+    NotFound,
+    Undecryptable {
+        row: Box<SecretRow>,
+        cause: CryptoError,
+    },
+}
+
+/// The one task that reads secrets and writes the access log, in batches (group commit): it takes
+/// every job queued up (up to [`MAX_AUDIT_BATCH`]), fetches all requested rows with one query,
+/// decrypts them, records every access with one `record_access` call (one transaction), and only
+/// then answers each caller. While a batch commits, the next one gathers. Started on first use,
+/// inside the caller's Tokio runtime; it ends when the vault is dropped and the queue drains.
+struct Ledger {
     store: Arc<dyn Store>,
-    queue: OnceLock<mpsc::Sender<Pending>>,
+    key: EncryptionKey,
+    queue: OnceLock<mpsc::Sender<Job>>,
 }
 
-impl AuditLog {
-    fn sender(&self) -> &mpsc::Sender<Pending> {
+fn stopped() -> VaultError {
+    VaultError::Audit("the audit writer has stopped".into())
+}
+
+impl Ledger {
+    fn sender(&self) -> &mpsc::Sender<Job> {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(AUDIT_QUEUE);
-            tokio::spawn(write_batches(self.store.clone(), rx));
+            tokio::spawn(run_ledger(self.store.clone(), self.key.clone(), rx));
             tx
         })
     }
@@ -439,12 +469,29 @@ impl AuditLog {
     async fn record(&self, event: AccessEvent) -> Result<(), VaultError> {
         let (done, committed) = oneshot::channel();
         self.sender()
-            .send(Pending { event, done })
+            .send(Job::Record { event, done })
             .await
-            .map_err(|_| VaultError::Audit("the audit writer has stopped".into()))?;
+            .map_err(|_| stopped())?;
         committed
             .await
-            .map_err(|_| VaultError::Audit("the audit writer has stopped".into()))?
+            .map_err(|_| stopped())?
+            .map_err(VaultError::Audit)
+    }
+
+    /// Reads and decrypts `path`; returns once the access (whatever its outcome) is committed.
+    async fn read(&self, path: &SecretPath, actor: &Actor) -> Result<Fetched, VaultError> {
+        let (done, answered) = oneshot::channel();
+        self.sender()
+            .send(Job::Read {
+                path: path.to_string(),
+                actor: actor.name().to_string(),
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answered
+            .await
+            .map_err(|_| stopped())?
             .map_err(VaultError::Audit)
     }
 
@@ -457,25 +504,96 @@ impl AuditLog {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(64);
-    let mut events = Vec::with_capacity(64);
-    // recv_many waits for one event and takes whatever else queued up meanwhile (up to the limit):
-    // while one batch commits, the next one gathers.
+async fn run_ledger(store: Arc<dyn Store>, key: EncryptionKey, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
-        events.clear();
-        events.extend(batch.iter().map(|p: &Pending| p.event.clone()));
-        let result = store
+        let paths: BTreeSet<&str> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Read { path, .. } => Some(path.as_str()),
+                Job::Record { .. } => None,
+            })
+            .collect();
+        let paths: Vec<&str> = paths.into_iter().collect();
+        let fetched = if paths.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.get_secrets(&paths).await.map_err(|e| e.to_string())
+        };
+        let (rows, fetch_error) = match fetched {
+            Ok(rows) => (rows, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut rows: BTreeMap<String, SecretRow> =
+            rows.into_iter().map(|r| (r.path.clone(), r)).collect();
+        let now = Utc::now();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut answers: Vec<Option<Fetched>> = Vec::with_capacity(batch.len());
+        for job in &batch {
+            match job {
+                Job::Record { event, .. } => {
+                    events.push(event.clone());
+                    answers.push(None);
+                }
+                Job::Read { .. } if fetch_error.is_some() => answers.push(None),
+                Job::Read { path, actor, .. } => {
+                    let (outcome, answer) = match rows.get(path) {
+                        None => (outcome::NOT_FOUND, Fetched::NotFound),
+                        Some(row) => match crypto::open(&key, path, &row.ciphertext) {
+                            Ok(plain) => (
+                                outcome::OK,
+                                Fetched::Value {
+                                    plain,
+                                    expires_at: row.expires_at,
+                                    rotation_required: row.rotation_required,
+                                },
+                            ),
+                            Err(cause) => (
+                                outcome::UNDECRYPTABLE,
+                                Fetched::Undecryptable {
+                                    row: Box::new(row.clone()),
+                                    cause,
+                                },
+                            ),
+                        },
+                    };
+                    events.push(AccessEvent {
+                        path: path.clone(),
+                        action: action::READ.to_string(),
+                        actor: actor.clone(),
+                        outcome: outcome.to_string(),
+                        at: now,
+                    });
+                    answers.push(Some(answer));
+                }
+            }
+        }
+        rows.clear();
+        let committed = store
             .record_access(&events)
             .await
             .map_err(|e| e.to_string());
         tracing::trace!(
-            events = events.len(),
-            ok = result.is_ok(),
-            "audit batch committed"
+            jobs = batch.len(),
+            ok = committed.is_ok(),
+            "secret access batch committed"
         );
-        for p in batch.drain(..) {
-            let _ = p.done.send(result.clone());
+        for (job, answer) in batch.drain(..).zip(answers) {
+            match job {
+                Job::Record { done, .. } => {
+                    let _ = done.send(committed.clone());
+                }
+                Job::Read { done, .. } => {
+                    let result = match (&fetch_error, &committed, answer) {
+                        (Some(e), _, _) => Err(e.clone()),
+                        (None, Err(e), _) => Err(e.clone()),
+                        (None, Ok(()), Some(answer)) => Ok(answer),
+                        (None, Ok(()), None) => Err("internal: read without an answer".into()),
+                    };
+                    // A reader that went away drops the value here (zeroized); its access is logged.
+                    let _ = done.send(result);
+                }
+            }
         }
     }
 }
@@ -484,7 +602,7 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
 pub struct Vault {
     store: Arc<dyn Store>,
     key: EncryptionKey,
-    audit: AuditLog,
+    audit: Ledger,
 }
 
 impl fmt::Debug for Vault {
@@ -499,8 +617,9 @@ impl fmt::Debug for Vault {
 impl Vault {
     pub fn new(store: Arc<dyn Store>, key: EncryptionKey) -> Self {
         Vault {
-            audit: AuditLog {
+            audit: Ledger {
                 store: store.clone(),
+                key: key.clone(),
                 queue: OnceLock::new(),
             },
             store,
@@ -577,27 +696,20 @@ impl Vault {
     /// The secret's value. Audited (also when refused or failing) before the value is returned.
     pub async fn get(&self, path: &SecretPath, actor: &Actor) -> Result<Revealed, VaultError> {
         self.check_reach(path, action::READ, actor).await?;
-        let Some(row) = self.store.get_secret(path.as_str()).await? else {
-            self.audit(path, action::READ, outcome::NOT_FOUND, actor)
-                .await?;
-            return Err(VaultError::NotFound {
+        match self.audit.read(path, actor).await? {
+            Fetched::Value {
+                plain,
+                expires_at,
+                rotation_required,
+            } => Ok(Revealed {
+                value: SecretValue::new(plain),
+                expires_at,
+                rotation_required,
+            }),
+            Fetched::NotFound => Err(VaultError::NotFound {
                 path: path.to_string(),
-            });
-        };
-        match crypto::open(&self.key, path.as_str(), &row.ciphertext) {
-            Ok(plain) => {
-                self.audit(path, action::READ, outcome::OK, actor).await?;
-                Ok(Revealed {
-                    value: SecretValue::new(plain),
-                    expires_at: row.expires_at,
-                    rotation_required: row.rotation_required,
-                })
-            }
-            Err(cause) => {
-                self.audit(path, action::READ, outcome::UNDECRYPTABLE, actor)
-                    .await?;
-                Err(self.undecryptable(&row, cause).await)
-            }
+            }),
+            Fetched::Undecryptable { row, cause } => Err(self.undecryptable(&row, cause).await),
         }
     }
 

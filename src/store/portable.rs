@@ -44,6 +44,13 @@ macro_rules! portable_repos {
                     .map_err($crate::store::StoreError::query("read a secret"))
             }
 
+            async fn get_secrets(&self, paths: &[&str]) -> $crate::store::Result<Vec<$crate::store::SecretRow>> {
+                if paths.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.fetch_secrets(paths).await
+            }
+
             async fn list_secrets(
                 &self,
                 filter: &$crate::store::SecretFilter,
@@ -78,49 +85,9 @@ macro_rules! portable_repos {
                 if events.is_empty() {
                     return Ok(());
                 }
-                let op = "record secret access";
-                // A batch is a handful of statements however many events it holds: multi-row inserts
-                // for the log, one counter update per distinct path. This is what makes group commit
-                // of concurrent reads cheap.
-                let mut reads: std::collections::BTreeMap<&str, (i64, chrono::DateTime<chrono::Utc>)> =
-                    std::collections::BTreeMap::new();
-                for e in events {
-                    if e.action == "read" && e.outcome == "ok" {
-                        let entry = reads.entry(e.path.as_str()).or_insert((0, e.at));
-                        entry.0 += 1;
-                        entry.1 = entry.1.max(e.at);
-                    }
-                }
-                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::query(op))?;
-                for chunk in events.chunks(200) {
-                    let mut sql = String::from(
-                        "INSERT INTO secret_access_log (path, action, actor, outcome, at) VALUES ",
-                    );
-                    for i in 0..chunk.len() {
-                        let b = i * 5;
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
-                    }
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for e in chunk {
-                        q = q.bind(&e.path).bind(&e.action).bind(&e.actor).bind(&e.outcome).bind(e.at);
-                    }
-                    q.execute(&mut *tx).await.map_err($crate::store::StoreError::query(op))?;
-                }
-                for (path, (count, at)) in &reads {
-                    sqlx::query(
-                        "UPDATE secrets SET access_count = access_count + $2, last_accessed_at = $3 WHERE path = $1",
-                    )
-                    .bind(*path)
-                    .bind(*count)
-                    .bind(*at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::store::StoreError::query(op))?;
-                }
-                tx.commit().await.map_err($crate::store::StoreError::query(op))
+                // Written per backend: a batch must cost a constant number of statements however many
+                // events it holds, which takes dialect-specific SQL (arrays / JSON).
+                self.write_access_events(events).await
             }
 
             async fn access_log(
