@@ -19,7 +19,9 @@ use serde::Serialize;
 use super::path::{PathError, SecretPath};
 
 /// What kind of credential a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretKind {
     AnthropicApiKey,
@@ -263,7 +265,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         pattern(
             AssignedSecret,
             1,
-            r#"(?im:^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s"'#]{8,200})\s*$)"#,
+            r#"(?im:^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s"']{8,200})(?:\s+#.*)?\s*$)"#,
         ),
     ]
 });
@@ -294,6 +296,8 @@ fn is_placeholder(value: &str) -> bool {
         || lower.contains("your_")
         || lower.contains("your-")
         || lower.contains("xxxx")
+        || lower.contains("...")
+        || lower.contains('…')
         || lower.chars().all(|c| c == '*' || c == 'x' || c == '.')
         || v.chars().collect::<std::collections::HashSet<_>>().len() < 4
 }
@@ -323,15 +327,37 @@ pub fn entropy(s: &str) -> f64 {
 /// The fallback: long, mixed-class, high-entropy tokens that have no known non-secret shape.
 fn looks_random(token: &str, text: &str, start: usize) -> bool {
     let t = token.trim_end_matches(['=', '.']);
-    if t.len() < 32 || t.len() > 512 {
+    // Blobs (images, fonts, source maps) are long; the tokens this fallback is for are not.
+    if t.len() < 32 || t.len() > 200 {
         return false;
     }
     if UUID.is_match(t) || t.chars().all(|c| c.is_ascii_hexdigit()) {
         return false; // UUIDs, git hashes and hex digests
     }
-    // base64 data URLs (images, fonts), paths, dotted identifiers, URLs
+    // Subresource-integrity and lockfile hashes (`sha512-…`), base64 of well-known file types.
+    if ["sha1-", "sha256-", "sha384-", "sha512-"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        || [
+            "iVBORw0KGgo",
+            "/9j/",
+            "R0lGOD",
+            "UklGR",
+            "PHN2Zy",
+            "JVBERi0",
+            "AAAA",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
+    {
+        return false;
+    }
+    // base64 data URLs (images, fonts), paths, dotted identifiers
     let before = &text[start.saturating_sub(40)..start];
     if before.contains("base64,") || before.ends_with('/') || before.ends_with("://") {
+        return false;
+    }
+    if in_url_but_not_a_credential_parameter(text, start) {
         return false;
     }
     if t.contains('/') && t.split('/').filter(|s| !s.is_empty()).all(|s| s.len() < 24) {
@@ -355,7 +381,87 @@ fn looks_random(token: &str, text: &str, start: usize) -> bool {
     if longest_alpha_run > 20 && t.contains(['_', '-']) {
         return false;
     }
-    entropy(t) >= 4.3
+    if decodes_to_text(t) {
+        return false; // base64 of ordinary text
+    }
+    // A random string's entropy grows with its length (bounded by log2 of it): demand what 99 % of
+    // random base62 strings of that length reach, so short random tokens are not missed and long
+    // structured ones are not flagged.
+    let threshold = (4.1 + 0.028 * (t.len() as f64 - 32.0)).min(4.8);
+    entropy(t) >= threshold
+}
+
+/// Whether the token at `start` sits in a URL where it is not the value of a credential-like query
+/// parameter (`?token=…`, `&key=…`): path segments, host names and ordinary parameters are not secrets.
+fn in_url_but_not_a_credential_parameter(text: &str, start: usize) -> bool {
+    let chunk_start = text[..start]
+        .rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(' || c == '<')
+        .map_or(0, |i| i + 1);
+    let chunk = &text[chunk_start..start];
+    if chunk.ends_with(':') && text[start..].starts_with("//") {
+        return true; // the token is the URL itself (`https:` + `//host/path…`)
+    }
+    if !chunk.contains("://") {
+        return false;
+    }
+    let Some(name) = chunk.strip_suffix('=') else {
+        return true;
+    };
+    let name = name
+        .rsplit(['?', '&', ';'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    const CREDENTIAL_PARAMETERS: [&str; 10] = [
+        "token",
+        "key",
+        "secret",
+        "sig",
+        "signature",
+        "password",
+        "pass",
+        "auth",
+        "credential",
+        "code",
+    ];
+    !CREDENTIAL_PARAMETERS.iter().any(|p| name.contains(p))
+}
+
+/// Whether `t` is valid base64 whose decoded bytes are ordinary text (encoded prose, JSON, config).
+fn decodes_to_text(t: &str) -> bool {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        })
+    }
+    let body = t.trim_end_matches('=');
+    let mut bytes = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in body.bytes() {
+        let Some(v) = sextet(c) else {
+            return false;
+        };
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bytes.len() < 12 {
+        return false;
+    }
+    let printable = bytes
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
+        .count();
+    printable * 100 >= bytes.len() * 95 && bytes.contains(&b' ')
 }
 
 fn mask(value: &str) -> String {
