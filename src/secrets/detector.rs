@@ -270,15 +270,28 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     ]
 });
 
-/// Candidate tokens for the entropy fallback.
+/// Candidate tokens for the entropy fallback (`=` only as base64 padding, so `NAME=value` splits).
 static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9+/_\-=.~]{24,}").unwrap_or_else(|e| panic!("token regex: {e}"))
+    Regex::new(r"[A-Za-z0-9+/_\-.~]{24,}={0,2}").unwrap_or_else(|e| panic!("token regex: {e}"))
 });
 
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
         .unwrap_or_else(|e| panic!("uuid regex: {e}"))
 });
+
+/// The `$id$params$` prefix of a crypt(3)-style password hash, right before a token.
+static PASSWORD_HASH_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$(?:2[abxy]?\$\d{2}|argon2(?:id|i|d)\$[^\s]*|[56]\$(?:rounds=\d+\$)?[^$\s]*)\$$")
+        .unwrap_or_else(|e| panic!("password hash regex: {e}"))
+});
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
 
 /// Values an assignment may hold that are obviously not secrets.
 fn is_placeholder(value: &str) -> bool {
@@ -352,9 +365,22 @@ fn looks_random(token: &str, text: &str, start: usize) -> bool {
     {
         return false;
     }
-    // base64 data URLs (images, fonts), paths, dotted identifiers
-    let before = &text[start.saturating_sub(40)..start];
-    if before.contains("base64,") || before.ends_with('/') || before.ends_with("://") {
+    // Public by design: Stripe publishable keys.
+    if t.starts_with("pk_live_") || t.starts_with("pk_test_") {
+        return false;
+    }
+    // base64 data URLs (images, fonts), paths, dotted identifiers; labelled digests (go.sum `h1:`,
+    // `sha256:`) and password hashes (bcrypt `$2b$12$…`, argon2 `$argon2id$…$`), which are not
+    // credentials.
+    let before = &text[floor_char_boundary(text, start.saturating_sub(40))..start];
+    if before.contains("base64,")
+        || before.ends_with('/')
+        || before.ends_with("://")
+        || ["h1:", "sha1:", "sha256:", "sha384:", "sha512:", "md5:"]
+            .iter()
+            .any(|p| before.ends_with(p))
+        || PASSWORD_HASH_PREFIX.is_match(before)
+    {
         return false;
     }
     if in_url_but_not_a_credential_parameter(text, start) {
