@@ -180,6 +180,16 @@ fn round_trip_set_get_list_audit_delete(env: &Env) {
     assert_eq!(stdout(&out), format!("{value}\n"), "the value alone");
     assert_eq!(stderr(&out), "");
 
+    let out = run(
+        env.cmd()
+            .args(["--json", "secrets", "get", "project/shop/stripe_key"]),
+        None,
+    );
+    expect_code(&out, 0);
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["value"], value.as_str());
+    assert_eq!(json["expired"], false);
+
     let list = env.list_json();
     assert_eq!(list["format_version"], 1);
     let s = &list["secrets"][0];
@@ -187,7 +197,7 @@ fn round_trip_set_get_list_audit_delete(env: &Env) {
     assert_eq!(s["scope"], "project");
     assert_eq!(s["project"], "shop");
     assert_eq!(s["description"], "Stripe (test mode)");
-    assert_eq!(s["access_count"], 1);
+    assert_eq!(s["access_count"], 2);
     assert_eq!(s["expired"], false);
     assert_eq!(s["rotation_required"], false);
     assert!(s["expires_at"].as_str().unwrap().starts_with("2031-01-01"));
@@ -247,6 +257,7 @@ fn round_trip_set_get_list_audit_delete(env: &Env) {
             (p.clone(), "read".into(), "not_found".into()),
             (p.clone(), "delete".into(), "ok".into()),
             (p.clone(), "read".into(), "ok".into()),
+            (p.clone(), "read".into(), "ok".into()),
             (p.clone(), "write".into(), "ok".into()),
         ]
     );
@@ -256,7 +267,7 @@ fn round_trip_set_get_list_audit_delete(env: &Env) {
         None,
     );
     expect_code(&text, 0);
-    assert_eq!(stdout(&text).lines().count(), 4);
+    assert_eq!(stdout(&text).lines().count(), 5);
 }
 
 fn set_strips_exactly_one_trailing_newline(env: &Env) {

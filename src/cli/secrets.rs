@@ -178,14 +178,26 @@ async fn get(ctx: &Context, path: &str, key: &KeyArgs, actor: &Actor) -> anyhow:
         eprintln!("warning: the secret at {path} is flagged for rotation");
     }
     if ctx.out.json {
-        ctx.out.json(&serde_json::json!({
-            "format_version": 1,
-            "path": path.as_str(),
-            "value": revealed.value.expose(),
-            "expires_at": revealed.expires_at,
-            "expired": revealed.expired(),
-            "rotation_required": revealed.rotation_required,
-        }))?;
+        #[derive(Serialize)]
+        struct Json<'a> {
+            format_version: u32,
+            path: &'a str,
+            value: &'a str,
+            expires_at: Option<DateTime<Utc>>,
+            expired: bool,
+            rotation_required: bool,
+        }
+        // Serialised straight into zeroizing memory: no copy of the value outlives the print.
+        let mut text = Zeroizing::new(serde_json::to_string_pretty(&Json {
+            format_version: 1,
+            path: path.as_str(),
+            value: revealed.value.expose(),
+            expires_at: revealed.expires_at,
+            expired: revealed.expired(),
+            rotation_required: revealed.rotation_required,
+        })?);
+        text.push('\n');
+        ctx.out.text(&text)?;
     } else {
         let mut line = Zeroizing::new(String::with_capacity(revealed.value.len() + 1));
         line.push_str(revealed.value.expose());
