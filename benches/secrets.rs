@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Knobs: `SECRETS_BENCH_SECONDS` (library phase per backend, default 10), `SECRETS_BENCH_CLI_READS`
-//! (default 400), `SECRETS_BENCH_READERS` (default 10).
+//! (default 400), `SECRETS_BENCH_READERS` (default 10), `SECRETS_BENCH_BACKENDS=sqlite` (skip
+//! PostgreSQL).
 
 #[path = "../tests/support/db.rs"]
 #[allow(dead_code)]
@@ -269,14 +270,16 @@ fn main() {
             &mut rows,
         )
         .await;
-        let url = db::fresh_postgres_url().await;
-        bench_backend(
-            "PostgreSQL",
-            Location::Postgres(url.clone()),
-            url,
-            &mut rows,
-        )
-        .await;
+        if std::env::var("SECRETS_BENCH_BACKENDS").map_or(true, |b| b.contains("postgres")) {
+            let url = db::fresh_postgres_url().await;
+            bench_backend(
+                "PostgreSQL",
+                Location::Postgres(url.clone()),
+                url,
+                &mut rows,
+            )
+            .await;
+        }
         println!("| backend | path | reads | reads/s | p50 ms | p95 ms | p99 ms |");
         println!("|---|---|---:|---:|---:|---:|---:|");
         for r in rows {
