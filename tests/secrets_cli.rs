@@ -153,7 +153,10 @@ fn run(cmd: &mut Command, input: Option<&[u8]>) -> Output {
     let mut child = cmd.spawn().unwrap();
     if let Some(bytes) = input {
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(bytes).unwrap();
+        // A command that refuses its arguments exits without reading stdin.
+        if let Err(e) = stdin.write_all(bytes) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     child.wait_with_output().unwrap()
 }
