@@ -144,6 +144,15 @@ impl Actor {
         }
     }
 
+    /// A part of the supervisor itself reading a credential it needs (`serve`, a provider run by
+    /// `cli:<user>`), with full reach; the name is recorded as given.
+    pub fn internal(name: &str) -> Actor {
+        Actor {
+            name: sanitize(name),
+            reach: Reach::All,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -1107,5 +1116,32 @@ fn list_paths<'a>(paths: impl Iterator<Item = &'a str>) -> String {
         format!("{shown} and {} more", all.len() - 10)
     } else {
         shown
+    }
+}
+
+#[async_trait::async_trait]
+impl super::SecretSource for Vault {
+    async fn read_secret(
+        &self,
+        path: &str,
+        actor: &str,
+    ) -> Result<secrecy::SecretString, super::SecretSourceError> {
+        let err = |reason: String| super::SecretSourceError {
+            path: path.to_string(),
+            reason,
+        };
+        let parsed = SecretPath::parse(path).map_err(|e| err(e.to_string()))?;
+        let revealed = self
+            .get(&parsed, &Actor::internal(actor))
+            .await
+            .map_err(|e| match e {
+                VaultError::NotFound { .. } => {
+                    err(format!("it is not set (supervisor secrets set {path})"))
+                }
+                other => err(other.to_string()),
+            })?;
+        Ok(secrecy::SecretString::from(
+            revealed.value.expose().to_string(),
+        ))
     }
 }
