@@ -14,7 +14,6 @@ use crate::serve::http::{self, HttpConfig};
 use crate::serve::reconcile::{self, LoopConfig};
 use crate::serve::runtime::Runtime;
 
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
