@@ -886,6 +886,25 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
         None,
         None,
     );
+    // The engine's commands, with a project that requires secrets (some set, one expired, one missing):
+    // plans and status name paths, never values.
+    env.write(
+        "state/projects/leak.yaml",
+        "name: leak\nservices:\n  - name: api\nsecrets:\n  required: [project/leak/pem, project/leak/missing]\n",
+    );
+    for (name, args) in [
+        ("validate", &["validate"][..]),
+        ("plan", &["plan"]),
+        ("plan --json", &["plan", "--json"]),
+        ("apply", &["apply", "--auto-approve"]),
+        ("apply --json", &["apply", "--auto-approve", "--json"]),
+        ("status", &["status"]),
+        ("status --json", &["status", "--json"]),
+        ("ports list", &["ports", "list"]),
+        ("fmt --check", &["fmt", "--check"]),
+    ] {
+        step(name, env.cmd().args(args), None, None);
+    }
     step("doctor", env.cmd().args(["doctor"]), None, None);
     step(
         "doctor --json",
