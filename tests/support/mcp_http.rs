@@ -23,10 +23,10 @@ fn parse_body(body: &str) -> Value {
     }
     // SSE: the last `data:` line that holds a JSON-RPC response.
     body.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .filter(|v| v.get("result").is_some() || v.get("error").is_some())
-        .last()
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
         .unwrap_or_else(|| panic!("no JSON-RPC response in {body:?}"))
 }
 
