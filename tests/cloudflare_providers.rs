@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::http::Method;
 use serde_json::{Value, json};
 use supervisor::engine::{ApplyOptions, ApplyReport, Engine, EngineError, Plan, Scope, render};
+use supervisor::providers::adoption::{Adopted, Skipped, import_cloudflare};
 use supervisor::providers::{ProviderContext, for_desired};
 use supervisor::state::Desired;
 use supervisor::store::Store;
@@ -34,6 +35,7 @@ cli_conformance!(
     deleting_many_managed_records_needs_force,
     a_missing_token_is_a_clear_error,
     the_cli_names_the_token_path_when_no_key_is_configured,
+    import_adopts_existing_records_and_writes_hostnames_into_state,
 );
 
 const TOKEN_PATH: &str = "meta/cloudflare/api_token";
@@ -123,12 +125,21 @@ impl Cf {
         self.ws.write(&format!("state/projects/{name}.yaml"), &text);
     }
 
-    async fn engine(&self, adopt: &[&str]) -> (Desired, Engine) {
-        let desired = supervisor::state::load(&self.ws.state()).unwrap_or_else(|d| panic!("{d}"));
+    fn desired(&self) -> Desired {
+        supervisor::state::load(&self.ws.state()).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn context(&self, adopt: &[&str]) -> ProviderContext {
         let mut ctx = ProviderContext::new(self.store.clone());
         ctx.secrets = Some(self.secrets.clone());
         ctx.adopt = adopt.iter().map(|s| s.to_string()).collect();
         ctx.actor = "test".into();
+        ctx
+    }
+
+    async fn engine(&self, adopt: &[&str]) -> (Desired, Engine) {
+        let desired = self.desired();
+        let ctx = self.context(adopt);
         let providers = for_desired(&desired, &ctx).await.unwrap();
         (desired, Engine::new(self.store.clone(), providers))
     }
@@ -1065,8 +1076,182 @@ async fn the_cli_names_the_token_path_when_no_key_is_configured(ws: Workspace) {
         "{}",
         stderr(&out)
     );
+    let out = cf.ws.run(&["import", "cloudflare"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("no encryption key is configured"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         cf.fake.requests().is_empty(),
         "nothing is called without a token"
     );
+}
+
+async fn import_adopts_existing_records_and_writes_hostnames_into_state(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    // The ports exist first: api 3100, web 3101, worker 3102.
+    cf.project(
+        "shop",
+        3100,
+        &[("api", None), ("web", None), ("worker", None)],
+    );
+    cf.apply().await;
+    // What was clicked together by hand before the supervisor took over.
+    let target = cf.target();
+    let api = cf.seed(json!({"type": "CNAME", "name": "api.example.com", "content": target, "ttl": 1, "proxied": true, "comment": "ops"}));
+    let web =
+        cf.seed(json!({"type": "CNAME", "name": "web.example.com", "content": target, "ttl": 300}));
+    cf.seed(json!({"type": "CNAME", "name": "old.example.com", "content": target, "ttl": 1, "proxied": true}));
+    cf.seed(json!({"type": "CNAME", "name": "ghost.example.com", "content": target, "ttl": 1, "proxied": true}));
+    cf.seed(json!({"type": "CNAME", "name": "blog.example.com", "content": "blogs.example.net", "ttl": 1}));
+    cf.fake.set_tunnel_config(
+        ACCOUNT_ID,
+        &cf.tunnel,
+        json!({"ingress": [
+            {"hostname": "api.example.com", "service": "http://localhost:3100"},
+            {"hostname": "web.example.com", "service": "http://127.0.0.1:3101", "originRequest": {"httpHostHeader": "web"}},
+            {"hostname": "old.example.com", "service": "http://localhost:8080"},
+            {"service": "http_status:404"}
+        ]}),
+    );
+    cf.ws.write(
+        "state/projects/shop.yaml",
+        "# The shop.\nname: shop\nport_range: 3100\nservices:\n  - name: api\n    hostname: api.example.com\n  # The storefront.\n  - name: web\n  - name: worker\n",
+    );
+    let records_before = cf.records();
+    let version = cf
+        .fake
+        .tunnel_config(ACCOUNT_ID, &cf.tunnel)
+        .unwrap()
+        .version;
+
+    let report = import_cloudflare(&cf.desired(), &cf.context(&[]))
+        .await
+        .unwrap();
+    assert_eq!(report.state_edits.len(), 1);
+    let e = &report.state_edits[0];
+    assert_eq!(
+        (
+            e.edit.project.as_str(),
+            e.edit.service.as_str(),
+            e.edit.hostname.as_str(),
+            e.port
+        ),
+        ("shop", "web", "web.example.com", 3101)
+    );
+    let adopted = |address: &str, found: String| Adopted {
+        address: address.into(),
+        project: "shop".into(),
+        found,
+    };
+    assert_eq!(
+        report.adopted,
+        [
+            adopted(
+                "dns/api.example.com",
+                format!("CNAME api.example.com → {target} (proxied) (id {api})")
+            ),
+            adopted(
+                "tunnel/api.example.com",
+                "ingress api.example.com → http://localhost:3100".into()
+            ),
+            adopted(
+                "dns/web.example.com",
+                format!("CNAME web.example.com → {target} (DNS only, TTL 300) (id {web})")
+            ),
+            adopted(
+                "tunnel/web.example.com",
+                "ingress web.example.com → http://127.0.0.1:3101".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        report.skipped,
+        [
+            Skipped { hostname: "ghost.example.com".into(), reason: "it points at the tunnel, but no ingress rule routes it".into() },
+            Skipped { hostname: "old.example.com".into(), reason: "its ingress rule routes it to port 8080, which no service in the port registry holds (apply the ports first, or add the service)".into() },
+        ]
+    );
+    // State: the hostname is written, the comments stay, and the result is valid.
+    let file = cf.ws.read("state/projects/shop.yaml");
+    assert!(
+        file.contains("  # The storefront.\n  - name: web\n    hostname: web.example.com\n"),
+        "{file}"
+    );
+    assert!(file.starts_with("# The shop.\n"), "{file}");
+    // Nothing changed at Cloudflare.
+    assert_eq!(cf.records(), records_before);
+    assert_eq!(
+        cf.fake
+            .tunnel_config(ACCOUNT_ID, &cf.tunnel)
+            .unwrap()
+            .version,
+        version
+    );
+    assert_eq!(
+        cf.managed("dns").await,
+        [
+            ("dns/api.example.com".to_string(), Some(api.clone()), true),
+            ("dns/web.example.com".to_string(), Some(web.clone()), true),
+        ]
+    );
+
+    // The next plan has no errors and shows only what differs from the desired state.
+    let plan = cf.plan().await;
+    assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+    let changes: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|c| format!("{} {}", c.address, c.summary))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "tunnel/web.example.com ingress web.example.com: http://127.0.0.1:3101 → http://localhost:3101".to_string(),
+            "dns/web.example.com CNAME web.example.com: proxied false → true, ttl 300 → auto, comment \"\" → \"managed-by: supervisor\"".to_string(),
+        ]
+    );
+    cf.apply().await;
+    let config = cf
+        .fake
+        .tunnel_config(ACCOUNT_ID, &cf.tunnel)
+        .unwrap()
+        .config
+        .unwrap();
+    let web_rule = config["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hostname"] == "web.example.com")
+        .unwrap();
+    assert_eq!(
+        web_rule["originRequest"],
+        json!({"httpHostHeader": "web"}),
+        "kept"
+    );
+    assert_eq!(
+        cf.ingress(),
+        owned(&[
+            (Some("old.example.com"), "http://localhost:8080"),
+            (Some("api.example.com"), "http://localhost:3100"),
+            (Some("web.example.com"), "http://localhost:3101"),
+            (None, "http_status:404"),
+        ])
+    );
+    assert_eq!(
+        cf.record("api.example.com").comment.as_deref(),
+        Some("ops"),
+        "unchanged records keep their comment"
+    );
+    assert_eq!(cf.record("web.example.com").id, web);
+    cf.assert_converged().await;
+
+    // Importing again finds everything managed.
+    let again = import_cloudflare(&cf.desired(), &cf.context(&[]))
+        .await
+        .unwrap();
+    assert!(again.adopted.is_empty() && again.state_edits.is_empty());
+    assert_eq!(again.already_managed, 2);
 }

@@ -43,6 +43,18 @@ pub async fn engine(
     store: Arc<dyn Store>,
     adopt: &[String],
 ) -> anyhow::Result<Engine> {
+    let pctx = provider_context(ctx, store.clone(), adopt).await;
+    let providers = crate::providers::for_desired(desired, &pctx).await?;
+    Ok(Engine::new(store, providers))
+}
+
+/// What providers are built from on the command line: the store, the vault as credential source (when
+/// an encryption key is configured), the hostnames to adopt, and the CLI user as actor.
+pub async fn provider_context(
+    ctx: &Context,
+    store: Arc<dyn Store>,
+    adopt: &[String],
+) -> ProviderContext {
     let secrets: Option<Arc<dyn crate::secrets::SecretSource>> = match vault(ctx, store.clone())
         .await
     {
@@ -53,12 +65,11 @@ pub async fn engine(
             None
         }
     };
-    let mut pctx = ProviderContext::new(store.clone());
+    let mut pctx = ProviderContext::new(store);
     pctx.secrets = secrets;
     pctx.adopt = adopt.to_vec();
     pctx.actor = cli_actor();
-    let providers = crate::providers::for_desired(desired, &pctx).await?;
-    Ok(Engine::new(store, providers))
+    pctx
 }
 
 /// `cli:<user>`, for the journal and the secret access log.

@@ -3,6 +3,7 @@
 //!
 //! Providers know nothing of the CLI or MCP; API clients they use know nothing of plans.
 
+pub mod adoption;
 pub mod cloudflare;
 pub mod dns;
 pub mod ports;
