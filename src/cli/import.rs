@@ -17,10 +17,10 @@ pub async fn cloudflare(ctx: &Context, lock_timeout: u64) -> anyhow::Result<Exit
         Err(code) => return Ok(code),
     };
     let store = open_store(ctx).await?;
+    let providers = provider_context(ctx, store.clone(), &[]).await;
     // It writes the inventory and state files: not while an apply runs.
     let lock = store.lock_apply(Duration::from_secs(lock_timeout)).await?;
-    let result =
-        import_cloudflare(&desired, &provider_context(ctx, store.clone(), &[]).await).await;
+    let result = import_cloudflare(&desired, &providers).await;
     lock.release().await;
     let report = result?;
     if ctx.out.json {
@@ -63,8 +63,7 @@ fn text(r: &ImportReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::adoption::{Adopted, Skipped, StateEdit};
-    use crate::state::HostnameEdit;
+    use crate::providers::adoption::{Adopted, HostnameEdit, Skipped, StateEdit};
 
     #[test]
     fn the_report_reads_as_a_list() {

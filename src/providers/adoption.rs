@@ -25,7 +25,8 @@ use super::cloudflare::{connect, normalize_host};
 use super::dns::{self, DnsProvider, ObservedRecord};
 use super::tunnel::{self, TunnelProvider};
 use crate::engine::ProviderError;
-use crate::state::{Desired, Diagnostics, HostnameEdit};
+use crate::state::Desired;
+use crate::state::edit::{self, EditError};
 use crate::store::{DEFAULT_HOST, ManagedObject};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +37,16 @@ pub enum ImportError {
     NotConfigured,
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("the state files could not be updated, so nothing was imported:\n{0}")]
-    State(Diagnostics),
+    #[error("nothing more was imported: {0}")]
+    Edit(#[from] EditError),
+}
+
+/// A service that gets a public hostname in its project file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostnameEdit {
+    pub project: String,
+    pub service: String,
+    pub hostname: String,
 }
 
 /// Something recorded as managed.
@@ -89,7 +98,7 @@ fn local_port(service: &str) -> Option<u16> {
 }
 
 /// Adopts existing records and rules for `desired` (see the module docs). `desired` must be the state
-/// as loaded from its directory; when hostnames are added the state is reloaded.
+/// as loaded from its directory (its revision guards the state edits).
 pub async fn import_cloudflare(
     desired: &Desired,
     ctx: &ProviderContext,
@@ -219,16 +228,39 @@ pub async fn import_cloudflare(
             }),
         }
     }
-    let reloaded;
-    let desired = if edits.is_empty() {
-        desired
-    } else {
-        let list: Vec<HostnameEdit> = edits.iter().map(|e| e.edit.clone()).collect();
-        crate::state::set_service_hostnames(&desired.dir, &list).map_err(ImportError::State)?;
-        reloaded = crate::state::load(&desired.dir).map_err(ImportError::State)?;
-        &reloaded
-    };
-    report.state_edits = edits;
+    // One validated, atomic, revision-checked edit per service; a hostname state refuses is reported.
+    let mut revision = desired.revision.clone();
+    let mut edited: Option<Desired> = None;
+    for e in edits {
+        let base = edited.as_ref().unwrap_or(desired);
+        let Some(mut service) = base
+            .projects
+            .get(&e.edit.project)
+            .and_then(|p| p.services.iter().find(|s| s.name == e.edit.service))
+            .cloned()
+        else {
+            continue;
+        };
+        service.hostname = Some(e.edit.hostname.clone());
+        match edit::upsert_service(&desired.dir, &e.edit.project, &service, &revision) {
+            Ok(done) => {
+                revision = done.revision.clone();
+                edited = Some(done.desired);
+                report.state_edits.push(e);
+            }
+            Err(EditError::Invalid(diags)) => report.skipped.push(Skipped {
+                hostname: e.edit.hostname.clone(),
+                reason: format!(
+                    "it cannot be given to {}/{} in state/: {}",
+                    e.edit.project,
+                    e.edit.service,
+                    diags.to_string().trim()
+                ),
+            }),
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let desired = edited.as_ref().unwrap_or(desired);
 
     // 2. The record and the rule at every desired hostname.
     let mut by_name: BTreeMap<&str, Vec<&ObservedRecord>> = BTreeMap::new();

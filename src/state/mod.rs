@@ -267,50 +267,6 @@ pub fn load(dir: &Path) -> Result<Desired, Diagnostics> {
     validate::desired_from_sources(&sources)
 }
 
-/// A service that should get a public hostname (a machine edit, e.g. from `import cloudflare`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostnameEdit {
-    pub project: String,
-    pub service: String,
-    pub hostname: String,
-}
-
-/// Sets `hostname` on services, writing each touched project file atomically in canonical form
-/// (comments kept). All or nothing: the edited state must validate as a whole before any file is
-/// written. Returns the files written.
-pub fn set_service_hostnames(
-    dir: &Path,
-    edits: &[HostnameEdit],
-) -> Result<Vec<PathBuf>, Diagnostics> {
-    let mut sources = Sources::read(dir)?;
-    let mut changed = Vec::new();
-    for (path, text) in sources.projects.iter_mut() {
-        let file = validate::parse_file::<model::ProjectFile>(path, text)?;
-        let mut project = validate::project_from_file(&file);
-        let mut touched = false;
-        for e in edits.iter().filter(|e| e.project == project.name) {
-            if let Some(s) = project.services.iter_mut().find(|s| s.name == e.service) {
-                s.hostname = Some(e.hostname.clone());
-                touched = true;
-            }
-        }
-        if touched {
-            *text = canonical::project_yaml(&project, Some(text));
-            changed.push(path.clone());
-        }
-    }
-    validate::desired_from_sources(&sources)?;
-    for (path, text) in sources.projects.iter().filter(|(p, _)| changed.contains(p)) {
-        edit::write_atomic(path, text).map_err(|e| {
-            Diagnostics(vec![Diagnostic::whole_file(
-                path,
-                format!("cannot write: {e}"),
-            )])
-        })?;
-    }
-    Ok(changed)
-}
-
 /// A one-line summary for `doctor` (`3 projects, 7 services, revision sha256:…`), or the problems.
 pub fn summary(dir: &Path) -> Result<String, String> {
     match load(dir) {
