@@ -36,7 +36,14 @@ cli_conformance!(
     a_missing_token_is_a_clear_error,
     the_cli_names_the_token_path_when_no_key_is_configured,
     import_adopts_existing_records_and_writes_hostnames_into_state,
+    cli_plan_adopt_apply_through_the_vault,
+    cli_local_mode_plan_shows_sections_and_the_file_diff,
+    cli_import_cloudflare_reports_and_changes_nothing,
+    cli_environment_url_wins_over_supervisor_yaml,
 );
+
+/// A fixed test key (64 hex characters) for the vault.
+const KEY: &str = "6a1f0c3e9b2d4f5a7c8e0b1d3f5a7c9e2b4d6f8a0c2e4b6d8f0a1c3e5b7d9f1a";
 
 const TOKEN_PATH: &str = "meta/cloudflare/api_token";
 
@@ -247,6 +254,52 @@ impl Cf {
     /// Seeds a record as someone else would have made it.
     fn seed(&self, body: Value) -> String {
         self.fake.add_record(&self.zone, body)
+    }
+
+    /// The binary with the vault key set (and `USER` fixed, for the access log), run off the async
+    /// threads so the fake keeps serving.
+    async fn cli(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        self.cli_with(args, stdin, &[]).await
+    }
+
+    async fn cli_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut cmd = self.ws.cmd();
+        cmd.args(args)
+            .env("SECRETS_ENCRYPTION_KEY", KEY)
+            .env("USER", "tester")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let input = stdin.map(|s| s.as_bytes().to_vec());
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("run supervisor");
+            if let Some(bytes) = input {
+                child.stdin.take().unwrap().write_all(&bytes).unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Stores the fake's token in the vault through `supervisor secrets set`.
+    async fn store_token(&self) {
+        let out = self.cli(&["secrets", "set", TOKEN_PATH], Some(TOKEN)).await;
+        expect_code(&out, 0);
     }
 
     /// A raw client for dashboard-style edits.
@@ -1254,4 +1307,213 @@ async fn import_adopts_existing_records_and_writes_hostnames_into_state(ws: Work
         .unwrap();
     assert!(again.adopted.is_empty() && again.state_edits.is_empty());
     assert_eq!(again.already_managed, 2);
+}
+
+async fn cli_plan_adopt_apply_through_the_vault(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    cf.project(
+        "shop",
+        3100,
+        &[
+            ("api", Some("api.example.com")),
+            ("web", Some("web.example.com")),
+        ],
+    );
+    let id = cf.seed(
+        json!({"type": "CNAME", "name": "api.example.com", "content": "old.example.net", "ttl": 1}),
+    );
+    // With a key but no token stored: the error says how to store it.
+    let out = cf.cli(&["plan"], None).await;
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("cannot read the Cloudflare API token (cloudflare.api_token): cannot read secret meta/cloudflare/api_token: it is not set; store it with `supervisor secrets set meta/cloudflare/api_token`"),
+        "{}",
+        stderr(&out)
+    );
+    cf.store_token().await;
+
+    let out = cf.cli(&["plan", "--detailed-exitcode"], None).await;
+    expect_code(&out, 1);
+    let text = support::stdout(&out);
+    assert_lines(
+        &text,
+        &[
+            "tunnel",
+            "+ tunnel/api.example.com ingress api.example.com → http://localhost:3100",
+            "dns",
+            &format!(
+                "+ dns/web.example.com CNAME web.example.com → {} (proxied)",
+                cf.target()
+            ),
+            "errors (the plan cannot be applied)",
+        ],
+    );
+    assert!(
+        text.contains(&format!(
+            "(id {id}); adopt it with `supervisor apply --adopt api.example.com`"
+        )),
+        "{text}"
+    );
+    let out = cf.cli(&["apply", "--auto-approve"], None).await;
+    expect_code(&out, 1);
+    assert_eq!(cf.records().len(), 1, "nothing applied");
+
+    let out = cf
+        .cli(
+            &["apply", "--auto-approve", "--adopt", "api.example.com"],
+            None,
+        )
+        .await;
+    expect_code(&out, 0);
+    assert!(
+        support::stdout(&out)
+            .contains("Apply complete! Resources: 6 added, 1 changed, 0 destroyed."),
+        "{}",
+        support::stdout(&out)
+    );
+    assert_eq!(cf.record("api.example.com").id, id);
+    assert_eq!(cf.record("api.example.com").content, cf.target());
+    let out = cf.cli(&["plan", "--detailed-exitcode"], None).await;
+    expect_code(&out, 0);
+    assert!(
+        support::stdout(&out).contains("No changes."),
+        "{}",
+        support::stdout(&out)
+    );
+    // Every token read is in the vault's access log, under the CLI user.
+    let out = cf
+        .cli(&["secrets", "audit", "--path", TOKEN_PATH, "--json"], None)
+        .await;
+    expect_code(&out, 0);
+    let audit: Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let reads: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "read" && e["outcome"] == "ok")
+        .collect();
+    assert_eq!(reads.len(), 4, "plan, apply, apply, plan: {audit}");
+    assert!(reads.iter().all(|e| e["actor"] == "cli:tester"), "{audit}");
+    // The token never reaches any output.
+    for args in [&["plan"][..], &["status"][..]] {
+        let out = cf.cli(args, None).await;
+        assert!(!support::stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN));
+    }
+}
+
+async fn cli_local_mode_plan_shows_sections_and_the_file_diff(ws: Workspace) {
+    let cf = Cf::local(ws, "true").await;
+    cf.store_token().await;
+    cf.project("shop", 3100, &[("api", Some("api.example.com"))]);
+    let out = cf.cli(&["plan"], None).await;
+    expect_code(&out, 0);
+    let text = support::stdout(&out);
+    let path = cf.config_path().display().to_string();
+    assert!(
+        text.contains(&format!(
+            "tunnel\n  +   tunnel/api.example.com  ingress api.example.com → http://localhost:3100\n  +   tunnel/config.yml       {path}, then reload: true\n        --- a{path}\n        +++ b{path}\n        @@ -0,0 +1,8 @@\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("        +  - hostname: api.example.com\n        +    service: http://localhost:3100\n        +  - service: http_status:404\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\ndns\n  +   dns/api.example.com     CNAME api.example.com → {} (proxied)\n",
+            cf.target()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("Plan: 5 to add, 0 to change, 0 to destroy."),
+        "{text}"
+    );
+    let out = cf.cli(&["apply", "--auto-approve"], None).await;
+    expect_code(&out, 0);
+    assert!(
+        std::fs::read_to_string(cf.config_path())
+            .unwrap()
+            .contains("service: http://localhost:3100")
+    );
+    let out = cf.cli(&["plan", "--detailed-exitcode"], None).await;
+    expect_code(&out, 0);
+    // status lists the file and the rule as in sync.
+    let out = cf.cli(&["status", "--json"], None).await;
+    let status: Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    let text = status.to_string();
+    for address in [
+        "tunnel/config.yml",
+        "tunnel/api.example.com",
+        "dns/api.example.com",
+    ] {
+        assert!(text.contains(address), "{address} missing in {text}");
+    }
+}
+
+async fn cli_import_cloudflare_reports_and_changes_nothing(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    cf.store_token().await;
+    cf.project("shop", 3100, &[("api", None), ("web", None)]);
+    let out = cf.cli(&["apply", "--auto-approve"], None).await;
+    expect_code(&out, 0);
+    let target = cf.target();
+    let api = cf.seed(json!({"type": "CNAME", "name": "api.example.com", "content": target, "ttl": 1, "proxied": true}));
+    cf.fake.set_tunnel_config(
+        ACCOUNT_ID,
+        &cf.tunnel,
+        json!({"ingress": [
+            {"hostname": "api.example.com", "service": "http://localhost:3100"},
+            {"service": "http_status:404"}
+        ]}),
+    );
+    let before = cf.records();
+    let out = cf.cli(&["import", "cloudflare"], None).await;
+    expect_code(&out, 0);
+    let text = support::stdout(&out);
+    assert_eq!(
+        text,
+        format!(
+            "Cloudflare zone example.com, tunnel {}\n  state    {}: shop/api hostname api.example.com (the tunnel routes it to port 3100)\n  adopted  dns/api.example.com     CNAME api.example.com → {target} (proxied) (id {api})\n  adopted  tunnel/api.example.com  ingress api.example.com → http://localhost:3100\n\n2 adopted, 1 hostname written into state/, 0 skipped, 0 already managed. Nothing was changed at Cloudflare; run `supervisor plan` to see what still differs.\n",
+            cf.tunnel, "state/projects/shop.yaml"
+        )
+    );
+    assert_eq!(cf.records(), before);
+    assert!(
+        cf.ws
+            .read("state/projects/shop.yaml")
+            .contains("  - name: api\n    hostname: api.example.com\n")
+    );
+    let out = cf.cli(&["plan", "--detailed-exitcode"], None).await;
+    expect_code(&out, 0);
+    let out = cf.cli(&["import", "cloudflare", "--json"], None).await;
+    expect_code(&out, 0);
+    let report: Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    assert_eq!(report["format_version"], "1");
+    assert_eq!(report["import"]["already_managed"], 1);
+    assert_eq!(report["import"]["adopted"], json!([]));
+}
+
+async fn cli_environment_url_wins_over_supervisor_yaml(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    cf.store_token().await;
+    cf.project("shop", 3100, &[("api", Some("api.example.com"))]);
+    // supervisor.yaml points nowhere; the environment points at the fake.
+    let yaml = cf
+        .ws
+        .read("state/supervisor.yaml")
+        .replace(cf.fake.base_url(), "http://127.0.0.1:9/client/v4");
+    cf.ws.write("state/supervisor.yaml", &yaml);
+    let out = cf
+        .cli_with(
+            &["plan", "--detailed-exitcode"],
+            None,
+            &[("SUPERVISOR_CLOUDFLARE_API_URL", cf.fake.base_url())],
+        )
+        .await;
+    expect_code(&out, 2);
+    assert!(
+        support::stdout(&out).contains("dns/api.example.com"),
+        "{}",
+        support::stdout(&out)
+    );
+    assert_eq!(cf.fake.count(Method::GET, "/zones"), 1);
 }
