@@ -1140,6 +1140,26 @@ async fn the_cli_names_the_token_path_when_no_key_is_configured(ws: Workspace) {
         cf.fake.requests().is_empty(),
         "nothing is called without a token"
     );
+    // A key that cannot be used is named by the providers that need it ...
+    let out = cf
+        .cli_with(&["plan"], None, &[("SECRETS_ENCRYPTION_KEY", "not-a-key")])
+        .await;
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains(
+            "cannot read secret meta/cloudflare/api_token: the encryption key cannot be used:"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // ... and does not stop a plan that needs no credential.
+    cf.ws
+        .write("state/supervisor.yaml", "shared_services: []\n");
+    cf.project("shop", 3100, &[("api", None)]);
+    let out = cf
+        .cli_with(&["plan"], None, &[("SECRETS_ENCRYPTION_KEY", "not-a-key")])
+        .await;
+    expect_code(&out, 0);
 }
 
 async fn import_adopts_existing_records_and_writes_hostnames_into_state(ws: Workspace) {
