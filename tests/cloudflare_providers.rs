@@ -1346,7 +1346,7 @@ async fn cli_plan_adopt_apply_through_the_vault(ws: Workspace) {
     let out = cf.cli(&["plan"], None).await;
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("cannot read the Cloudflare API token (cloudflare.api_token): cannot read secret meta/cloudflare/api_token: it is not set; store it with `supervisor secrets set meta/cloudflare/api_token`"),
+        stderr(&out).contains("cannot read the Cloudflare API token (cloudflare.api_token): cannot read secret meta/cloudflare/api_token: it is not set (supervisor secrets set meta/cloudflare/api_token)"),
         "{}",
         stderr(&out)
     );

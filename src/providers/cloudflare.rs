@@ -80,8 +80,14 @@ pub async fn connect(
         )));
     };
     let token = secrets.read_secret(path, &ctx.actor).await.map_err(|e| {
+        let e = e.to_string();
+        let hint = if e.contains("supervisor secrets set") {
+            String::new()
+        } else {
+            format!("; store it with `supervisor secrets set {path}`")
+        };
         ProviderError::Failed(format!(
-            "cannot read the Cloudflare API token (cloudflare.api_token): {e}; store it with `supervisor secrets set {path}`"
+            "cannot read the Cloudflare API token (cloudflare.api_token): {e}{hint}"
         ))
     })?;
     let env = std::env::var(BASE_URL_ENV).ok();
