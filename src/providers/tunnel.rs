@@ -22,11 +22,13 @@
 //! Rules with a `path`, and rules for other hostnames, are never touched.
 //!
 //! **Order and validation**, as cloudflared applies them: rules are matched top to bottom, so the
-//! merged list is ordered most specific first (exact names, then wildcards; more labels first; the
-//! supervisor's own rules by name; other rules keep their relative order), and ends with exactly one
-//! catch-all (`service: http_status:404` unless one is there). Before anything is written the result
-//! is checked like cloudflared checks it: catch-all last and only last, no port in a hostname, `*`
-//! only as the whole leftmost label, HTTP services without a path, no hostname twice.
+//! supervisor places each of its rules before the first rule less specific than it (exact names
+//! before wildcards, more labels first; its own rules by name), never moves anyone else's rules
+//! relative to each other, and ends the list with exactly one catch-all (`service: http_status:404`
+//! unless one is there). A remote configuration in which the supervisor owns nothing is not touched.
+//! Before anything is written the result is checked like cloudflared checks it: catch-all last and
+//! only last, no port in a hostname, `*` only as the whole leftmost label, HTTP services without a
+//! path, no hostname twice.
 //!
 //! The diff ([`diff`]) and the merge ([`merge`]) are pure.
 
@@ -263,9 +265,9 @@ fn is_plain_rule_for(r: &IngressRule, hostname: &str) -> bool {
     r.path.as_deref().is_none_or(str::is_empty) && rule_host(r).as_deref() == Some(hostname)
 }
 
-/// Merges rule edits into `current` and orders the result (see the module docs). `managed`: the
-/// hostnames whose rules the supervisor owns after the edits. Keeps every other rule, key and
-/// `originRequest`. Pure.
+/// Merges rule edits into `current` and places the supervisor's rules (see the module docs).
+/// `managed`: the hostnames whose rules the supervisor owns after the edits. Every other rule keeps its
+/// content and its order relative to the others; keys and `originRequest` are kept. Pure.
 pub fn merge(
     current: &TunnelConfig,
     edits: &[RuleEdit],
@@ -291,12 +293,23 @@ pub fn merge(
             }
         }
     }
-    let (mut ours, theirs): (Vec<IngressRule>, Vec<IngressRule>) = rules
+    let (mut ours, mut ingress): (Vec<IngressRule>, Vec<IngressRule>) = rules
         .into_iter()
         .partition(|r| rule_host(r).is_some_and(|h| managed.contains(&h)) && r.path.is_none());
-    ours.sort_by_key(rule_host);
-    let mut ingress: Vec<IngressRule> = theirs.into_iter().chain(ours).collect();
-    ingress.sort_by_key(|r| specificity(rule_host(r).as_deref()));
+    // Other rules stay exactly where they are relative to each other; each of ours goes before the
+    // first rule less specific than it (so after a path rule for the same hostname).
+    ours.sort_by_key(|r| {
+        let h = rule_host(r);
+        (specificity(h.as_deref()), h)
+    });
+    for rule in ours {
+        let key = specificity(rule_host(&rule).as_deref());
+        let at = ingress
+            .iter()
+            .position(|r| specificity(rule_host(r).as_deref()) > key)
+            .unwrap_or(ingress.len());
+        ingress.insert(at, rule);
+    }
     ingress.push(catch_all.unwrap_or_else(|| IngressRule::catch_all(CATCH_ALL_SERVICE)));
     TunnelConfig {
         ingress,
@@ -552,6 +565,15 @@ pub fn diff(
     deletes.sort_by(|a, b| a.address.cmp(&b.address));
 
     let merged = merge(&observed.config, &edits, &managed_after);
+    let rules_change = !(deletes.is_empty() && updates.is_empty() && creates.is_empty());
+    // Something will be written: rule changes, the local file, or our rules out of place remotely. A
+    // configuration the supervisor has no part in is left alone (and not judged).
+    let writes = rules_change
+        || settings.mode == TunnelMode::Local
+        || (!managed_after.is_empty() && merged != observed.config);
+    if !writes {
+        return out;
+    }
     if let Err(problems) = validate(&merged.ingress) {
         out.errors.push(Notice {
             provider: NAME.into(),
@@ -563,7 +585,6 @@ pub fn diff(
             ),
         });
     }
-    let rules_change = !(deletes.is_empty() && updates.is_empty() && creates.is_empty());
     out.changes.extend(deletes);
     out.changes.extend(updates);
     out.changes.extend(creates);
@@ -1223,6 +1244,52 @@ mod tests {
         apply_to(&mut obs, &s, &plan);
         assert_eq!(obs.config.ingress.len(), 3);
         assert!(diff(&s, &[], &obs, &BTreeSet::new()).changes.is_empty());
+    }
+
+    #[test]
+    fn other_rules_are_never_reordered_and_an_unowned_configuration_is_left_alone() {
+        let s = settings(TunnelMode::Remote);
+        // Someone's order: a wildcard before an exact name (the exact rule is unreachable, but theirs).
+        let theirs = vec![
+            rule(Some("*.example.com"), "http://localhost:1"),
+            rule(Some("x.example.com"), "http://localhost:2"),
+        ];
+        let mut obs = Observed {
+            config: TunnelConfig {
+                ingress: theirs.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let nothing = diff(&s, &[], &obs, &BTreeSet::new());
+        assert!(
+            nothing.changes.is_empty() && nothing.errors.is_empty(),
+            "no catch-all and odd order, but nothing of ours: {:?} {:?}",
+            summaries(&nothing),
+            nothing.errors
+        );
+        let wanted = want(&[("a.example.com", 3100), ("*.api.example.com", 3101)]);
+        let plan = diff(&s, &wanted, &obs, &BTreeSet::new());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        apply_to(&mut obs, &s, &plan);
+        let order: Vec<Option<&str>> = obs
+            .config
+            .ingress
+            .iter()
+            .map(|r| r.hostname.as_deref())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                Some("a.example.com"),
+                Some("*.api.example.com"),
+                Some("*.example.com"),
+                Some("x.example.com"),
+                None
+            ],
+            "ours before the first less specific rule; theirs in their order"
+        );
+        assert!(diff(&s, &wanted, &obs, &BTreeSet::new()).changes.is_empty());
     }
 
     #[test]
