@@ -5,6 +5,7 @@
 pub mod db;
 pub mod fake_cloudflare;
 pub mod mcp_http;
+pub mod test_secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
