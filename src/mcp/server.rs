@@ -57,7 +57,9 @@ pub struct McpServer {
     tool_router: ToolRouter<Self>,
 }
 
-type ToolResult<T> = Result<Json<T>, String>;
+// Tools return `Result<Json<T>, String>` spelled out: rmcp's #[tool] macro derives the outputSchema from
+// the return type's syntax (`Json<T>` or `Result<Json<T>, E>`), so an alias would silently drop it.
+// `Err(message)` is a tool result with isError: true, which the agent reads.
 
 // ---------------------------------------------------------------------------------------------------
 // Arguments and results
@@ -340,7 +342,7 @@ impl McpServer {
     #[tool(
         description = "List the projects this endpoint can see: services with their allocated ports and public hostnames, required secret paths (never values), checks, and the desired-state revision to pass to edit tools."
     )]
-    async fn list_projects(&self) -> ToolResult<ProjectsOut> {
+    async fn list_projects(&self) -> Result<Json<ProjectsOut>, String> {
         self.track("list_projects", async {
             let desired = self.runtime.desired().await;
             let registry = self
@@ -391,7 +393,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<ProjectStatusOut> {
+    ) -> Result<Json<ProjectStatusOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("project_status", async {
             let (project, desired) = self.known_project(args.project).await?;
@@ -425,7 +427,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<PlanOut> {
+    ) -> Result<Json<PlanOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("get_plan", async {
             let project = match (&self.endpoint, args.project) {
@@ -448,7 +450,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ApplyPlanArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<ApplyOut> {
+    ) -> Result<Json<ApplyOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("apply_plan", async {
             let project = match (&self.endpoint, args.project) {
@@ -477,7 +479,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<UpsertProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_project", async {
             let name = self.project(Some(args.project.name.clone()))?;
@@ -502,7 +504,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<UpsertServiceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_service", async {
             let (project, _) = self.known_project(args.project).await?;
@@ -526,7 +528,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<RemoveServiceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("remove_service", async {
             let (project, _) = self.known_project(args.project).await?;
@@ -550,7 +552,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<GetPortArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<PortOut> {
+    ) -> Result<Json<PortOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("get_port", async {
             let (project, desired) = self.known_project(args.project).await?;
@@ -594,7 +596,10 @@ impl McpServer {
     #[tool(
         description = "Allocated ports: per service (project, service, port, public hostname), the shared services and the project blocks. On a project endpoint, only that project's ports (and the shared services)."
     )]
-    async fn list_ports(&self, Parameters(args): Parameters<ProjectArgs>) -> ToolResult<PortsOut> {
+    async fn list_ports(
+        &self,
+        Parameters(args): Parameters<ProjectArgs>,
+    ) -> Result<Json<PortsOut>, String> {
         self.track("list_ports", async {
             let only = match (&self.endpoint, args.project) {
                 (Endpoint::Meta, None) => None,
@@ -649,7 +654,7 @@ impl McpServer {
     #[tool(
         description = "Compare the port registry with the sockets listening on this host: each allocation listening or idle, and conflicts (a listener on an unallocated port in a project's block, or on a port allocated to another project)."
     )]
-    async fn audit_ports(&self) -> ToolResult<AuditOut> {
+    async fn audit_ports(&self) -> Result<Json<AuditOut>, String> {
         self.track("audit_ports", async {
             let desired = self.runtime.desired().await;
             let mut reg = self
