@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod fake_cloudflare;
+pub mod mcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
