@@ -160,7 +160,6 @@ pub struct ProjectStatusOut {
     /// Set when state/ currently fails to load (the last good state is in use).
     pub desired_error: Option<String>,
     pub status: status::StatusReport,
-    #[schemars(with = "serde_json::Value")]
     pub reconcile: ReconcileStatus,
 }
 
@@ -226,7 +225,6 @@ pub struct PortsOut {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AuditOut {
-    #[schemars(with = "serde_json::Value")]
     pub report: ports_audit::AuditReport,
 }
 
@@ -758,13 +756,16 @@ impl ServerHandler for McpServer {
             .and_then(|r| r.strip_suffix("/state"))
             .filter(|p| self.endpoint.project().is_none_or(|e| e == *p))
             .ok_or_else(|| {
-                ErrorData::resource_not_found(format!("no resource {uri} on this endpoint"), None)
+                ErrorData::resource_not_found(
+                    format!("no resource {uri} on this endpoint"),
+                    Some(serde_json::json!({ "uri": uri })),
+                )
             })?;
         let desired = self.runtime.desired().await;
         if !desired.projects.contains_key(project) {
             return Err(ErrorData::resource_not_found(
                 format!("no project {project}"),
-                None,
+                Some(serde_json::json!({ "uri": uri })),
             ));
         }
         let path = desired.project_file(project);
