@@ -174,3 +174,16 @@ fn unbuilt_commands_say_so_and_exit_1() {
     expect_code(&out, 1);
     assert!(support::stderr(&out).contains("not implemented yet: timing"));
 }
+
+#[test]
+fn the_shipped_example_state_is_valid_and_canonical() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_example_state(dir.path());
+    let out = supervisor(dir.path()).args(["validate"]).output().unwrap();
+    expect_code(&out, 0);
+    let out = supervisor(dir.path())
+        .args(["fmt", "--check"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+}

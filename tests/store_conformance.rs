@@ -17,6 +17,9 @@ conformance!(
     secrets_filter_by_scope_project_and_prefix,
     access_is_logged_and_counted,
     rotation_replaces_all_ciphertexts_or_none,
+    large_access_batches_count_per_path,
+    import_inserts_all_or_nothing,
+    sample_is_newest_first,
     port_blocks_never_overlap,
     a_port_is_allocated_once_and_a_service_holds_one_port,
     concurrent_allocations_of_one_port_admit_exactly_one,
@@ -252,6 +255,92 @@ async fn rotation_replaces_all_ciphertexts_or_none(db: &TestDb) {
             .collect::<Vec<_>>(),
         [(b"new-a".to_vec(), 2), (b"new-b".to_vec(), 2)]
     );
+}
+
+async fn large_access_batches_count_per_path(db: &TestDb) {
+    let s = &db.store;
+    for p in ["meta/a", "meta/b", "meta/c"] {
+        s.put_secret(&secret(p, "meta", None, b"x")).await.unwrap();
+    }
+    let at = |i: i64| Utc.timestamp_opt(1_800_000_000 + i, 0).unwrap();
+    // 450 events: more than one multi-row insert chunk, three paths, a few failures.
+    let events: Vec<AccessEvent> = (0..450)
+        .map(|i| AccessEvent {
+            path: ["meta/a", "meta/b", "meta/c"][i % 3].into(),
+            action: "read".into(),
+            actor: format!("cli:user{}", i % 7),
+            outcome: if i % 50 == 0 { "not_found" } else { "ok" }.into(),
+            at: at(i as i64),
+        })
+        .collect();
+    s.record_access(&events).await.unwrap();
+    let count = |p: &'static str| {
+        let s = s.clone();
+        async move { s.get_secret(p).await.unwrap().unwrap() }
+    };
+    let a = count("meta/a").await;
+    let b = count("meta/b").await;
+    let c = count("meta/c").await;
+    // i % 50 == 0 hits i = 0, 150, 300 (all path a) and 50, 200, 350 (path c, since 50 % 3 == 2) …
+    let expected = |k: usize| (0..450).filter(|i| i % 3 == k && i % 50 != 0).count() as i64;
+    assert_eq!(
+        (a.access_count, b.access_count, c.access_count),
+        (expected(0), expected(1), expected(2))
+    );
+    assert_eq!(a.last_accessed_at, Some(at(447)));
+    assert_eq!(c.last_accessed_at, Some(at(449)));
+    let log = s.access_log(None, 1000).await.unwrap();
+    assert_eq!(log.len(), 450);
+    assert_eq!(log[0].at, at(449), "newest first, in insertion order");
+    assert_eq!(log[449].actor, "cli:user0");
+}
+
+async fn import_inserts_all_or_nothing(db: &TestDb) {
+    let s = &db.store;
+    s.put_secret(&secret("meta/existing", "meta", None, b"e"))
+        .await
+        .unwrap();
+    let mut imported = secret("project/shop/a", "project", Some("shop"), b"ia");
+    imported.access_count = 17;
+    imported.last_accessed_at = Some(Utc.with_ymd_and_hms(2025, 5, 6, 7, 8, 9).unwrap());
+    imported.rotation_required = true;
+    let clash = secret("meta/existing", "meta", None, b"ib");
+    let err = s
+        .import_secrets(&[imported.clone(), clash])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("meta/existing"), "{err}");
+    assert!(
+        s.get_secret("project/shop/a").await.unwrap().is_none(),
+        "nothing half-imported"
+    );
+    s.import_secrets(std::slice::from_ref(&imported))
+        .await
+        .unwrap();
+    let got = s.get_secret("project/shop/a").await.unwrap().unwrap();
+    assert_eq!(got.access_count, 17);
+    assert_eq!(got.last_accessed_at, imported.last_accessed_at);
+    assert!(got.rotation_required);
+    assert_eq!(got.ciphertext, b"ia");
+}
+
+async fn sample_is_newest_first(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.sample_secrets(3).await.unwrap().is_empty());
+    for (i, p) in ["meta/a", "meta/b", "meta/c"].into_iter().enumerate() {
+        let mut row = secret(p, "meta", None, b"x");
+        row.updated_at = Utc.timestamp_opt(1_800_000_000 + i as i64, 0).unwrap();
+        s.put_secret(&row).await.unwrap();
+    }
+    let paths: Vec<String> = s
+        .sample_secrets(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(paths, ["meta/c", "meta/b"]);
 }
 
 fn range(project: &str, start: i32) -> PortRange {

@@ -38,45 +38,42 @@ pub async fn open_store(ctx: &Context) -> anyhow::Result<Arc<dyn Store>> {
 /// The engine with the providers `desired` needs. `adopt`: hostnames whose unmanaged DNS records may be
 /// adopted.
 pub async fn engine(
+    ctx: &Context,
     desired: &Desired,
     store: Arc<dyn Store>,
     adopt: &[String],
 ) -> anyhow::Result<Engine> {
-    let mut ctx = ProviderContext::new(store.clone());
-    ctx.adopt = adopt.to_vec();
-    ctx.actor = cli_actor();
-    let providers = crate::providers::for_desired(desired, &ctx).await?;
+    let secrets: Option<Arc<dyn crate::secrets::SecretSource>> = match vault(ctx, store.clone())
+        .await
+    {
+        Ok(v) => v.map(|v| v as Arc<dyn crate::secrets::SecretSource>),
+        // A broken key only matters to providers that need a credential; they report it then.
+        Err(e) => {
+            tracing::warn!(error = %e, "the encryption key cannot be loaded; credentials are unavailable");
+            None
+        }
+    };
+    let mut pctx = ProviderContext::new(store.clone());
+    pctx.secrets = secrets;
+    pctx.adopt = adopt.to_vec();
+    pctx.actor = cli_actor();
+    let providers = crate::providers::for_desired(desired, &pctx).await?;
     Ok(Engine::new(store, providers))
 }
 
 /// `cli:<user>`, for the journal and the secret access log.
 pub fn cli_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty());
-    let user = user.unwrap_or_else(|| {
-        // No login name in the environment (cron, containers): fall back to the numeric uid.
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("Uid:")
-                        .and_then(|r| r.split_whitespace().next().map(str::to_string))
-                })
-            });
-        format!("uid-{}", uid.unwrap_or_else(|| "unknown".into()))
-    });
-    format!("cli:{user}")
+    crate::secrets::vault::Actor::cli_current_user()
+        .name()
+        .to_string()
 }
 
-/// The vault as a credential source, when an encryption key is configured (`None` otherwise: providers
-/// that need a credential then say so).
-pub async fn secret_source(
+/// The vault, when an encryption key is configured (`None` otherwise: secret tools and providers that
+/// need a credential then say so). A malformed key is an error.
+pub async fn vault(
     ctx: &Context,
-    _store: Arc<dyn Store>,
-) -> anyhow::Result<Option<Arc<dyn crate::secrets::SecretSource>>> {
-    let _key = crate::secrets::key::EncryptionKey::load(ctx.settings.key_file.as_deref())?;
-    // The vault lands with the secrets work; until then no credentials are available.
-    Ok(None)
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Option<Arc<crate::secrets::vault::Vault>>> {
+    let key = crate::secrets::key::EncryptionKey::load(ctx.settings.key_file.as_deref())?;
+    Ok(key.map(|k| Arc::new(crate::secrets::vault::Vault::new(store, k))))
 }

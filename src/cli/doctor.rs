@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::Context;
 use super::output::Style;
 use crate::secrets::key::EncryptionKey;
+use crate::secrets::vault;
 use crate::store::{self, DatabaseInfo};
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             Ok(info) => {
                 checks.push(database_check(&info));
                 checks.push(vector_check(&info));
+                checks.push(secrets_check(db.as_ref()).await);
                 Some(info)
             }
             Err(e) => {
@@ -219,6 +221,59 @@ fn vector_check(info: &DatabaseInfo) -> Check {
             detail: "no vector extension".into(),
             fix: Some("install pgvector on the server (CREATE EXTENSION vector)".into()),
         },
+    }
+}
+
+/// Expired and rotation-required secrets: a warning naming the paths (never values).
+async fn secrets_check(db: &dyn store::Store) -> Check {
+    match vault::health(db).await {
+        Err(e) => Check {
+            name: "secrets",
+            status: Status::Error,
+            detail: e.to_string(),
+            fix: None,
+        },
+        Ok(h) if h.expired.is_empty() && h.rotation_required.is_empty() => Check {
+            name: "secrets",
+            status: Status::Ok,
+            detail: format!("{} stored; none expired or flagged for rotation", h.total),
+            fix: None,
+        },
+        Ok(h) => {
+            let mut parts = Vec::new();
+            if !h.expired.is_empty() {
+                parts.push(format!(
+                    "{} expired ({})",
+                    h.expired.len(),
+                    shorten(&h.expired)
+                ));
+            }
+            if !h.rotation_required.is_empty() {
+                parts.push(format!(
+                    "{} flagged for rotation ({})",
+                    h.rotation_required.len(),
+                    shorten(&h.rotation_required)
+                ));
+            }
+            Check {
+                name: "secrets",
+                status: Status::Warn,
+                detail: format!("{} stored; {}", h.total, parts.join("; ")),
+                fix: Some(
+                    "store a new value with `supervisor secrets set PATH` (optionally --expires)"
+                        .into(),
+                ),
+            }
+        }
+    }
+}
+
+fn shorten(paths: &[String]) -> String {
+    let shown = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 5 {
+        format!("{shown} and {} more", paths.len() - 5)
+    } else {
+        shown
     }
 }
 

@@ -7,6 +7,7 @@ mod doctor;
 pub mod output;
 mod plan;
 mod ports;
+mod secrets;
 mod serve;
 mod state;
 mod status;
@@ -378,7 +379,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => status::run(&ctx).await,
         Command::Serve(args) => serve::serve(&ctx, args).await,
         Command::Mcp(args) => serve::mcp_stdio(&ctx, args).await,
-        Command::Secrets(_) => not_implemented("secrets"),
+        Command::Secrets(command) => secrets::run(&ctx, command).await,
         Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
         Command::Timing(_) => not_implemented("timing"),

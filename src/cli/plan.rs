@@ -85,7 +85,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let store = open_store(ctx).await?;
-    let engine = engine(&desired, store, &[]).await?;
+    let engine = engine(ctx, &desired, store, &[]).await?;
     let plan = engine.plan(&desired, &scope).await?;
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
@@ -164,7 +164,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let store = open_store(ctx).await?;
-    let engine = engine(&desired, store.clone(), &args.adopt).await?;
+    let engine = engine(ctx, &desired, store.clone(), &args.adopt).await?;
 
     // Plan under the lock: nothing can change the registry between what we show and what we do.
     let lock = store

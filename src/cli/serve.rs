@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::ServiceExt;
@@ -11,18 +10,9 @@ use super::common::{cli_actor, open_store};
 use super::{Context, McpArgs, ServeArgs};
 use crate::mcp::auth::Principal;
 use crate::mcp::{Endpoint, McpServer};
-use crate::secrets::SecretSource;
 use crate::serve::http::{self, HttpConfig};
 use crate::serve::reconcile::{self, LoopConfig};
 use crate::serve::runtime::Runtime;
-
-/// The credential source for providers and the secret tools: the vault, when a key is configured.
-async fn secret_source(
-    ctx: &Context,
-    store: Arc<dyn crate::store::Store>,
-) -> anyhow::Result<Option<Arc<dyn SecretSource>>> {
-    super::common::secret_source(ctx, store).await
-}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -58,8 +48,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let auto_apply = args.auto_apply || cfg.auto_apply;
     let store = open_store(ctx).await?;
-    let secrets = secret_source(ctx, store.clone()).await?;
-    let rt = Runtime::new(ctx.settings.clone(), store, secrets, auto_apply)?;
+    let vault = super::common::vault(ctx, store.clone()).await?;
+    let rt = Runtime::new(ctx.settings.clone(), store, vault, auto_apply)?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -113,8 +103,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn mcp_stdio(ctx: &Context, args: McpArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(ctx).await?;
-    let secrets = secret_source(ctx, store.clone()).await?;
-    let rt = Runtime::new(ctx.settings.clone(), store, secrets, false)?;
+    let vault = super::common::vault(ctx, store.clone()).await?;
+    let rt = Runtime::new(ctx.settings.clone(), store, vault, false)?;
     let endpoint = match args.project {
         Some(p) => {
             if !rt.desired().await.projects.contains_key(&p) {

@@ -16,7 +16,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let store = open_store(ctx).await?;
-    let engine = engine(&desired, store.clone(), &[]).await?;
+    let engine = engine(ctx, &desired, store.clone(), &[]).await?;
     let plan = engine.plan(&desired, &Scope::default()).await?;
     let journal = store.latest_journal_entries().await?;
     let report = status::report(

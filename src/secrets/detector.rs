@@ -16,8 +16,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
+use super::path::{PathError, SecretPath};
+
 /// What kind of credential a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretKind {
     AnthropicApiKey,
@@ -261,20 +265,33 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         pattern(
             AssignedSecret,
             1,
-            r#"(?im:^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s"'#]{8,200})\s*$)"#,
+            r#"(?im:^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s"']{8,200})(?:\s+#.*)?\s*$)"#,
         ),
     ]
 });
 
-/// Candidate tokens for the entropy fallback.
+/// Candidate tokens for the entropy fallback (`=` only as base64 padding, so `NAME=value` splits).
 static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9+/_\-=.~]{24,}").unwrap_or_else(|e| panic!("token regex: {e}"))
+    Regex::new(r"[A-Za-z0-9+/_\-.~]{24,}={0,2}").unwrap_or_else(|e| panic!("token regex: {e}"))
 });
 
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
         .unwrap_or_else(|e| panic!("uuid regex: {e}"))
 });
+
+/// The `$id$params$` prefix of a crypt(3)-style password hash, right before a token.
+static PASSWORD_HASH_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$(?:2[abxy]?\$\d{2}|argon2(?:id|i|d)\$[^\s]*|[56]\$(?:rounds=\d+\$)?[^$\s]*)\$$")
+        .unwrap_or_else(|e| panic!("password hash regex: {e}"))
+});
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
 
 /// Values an assignment may hold that are obviously not secrets.
 fn is_placeholder(value: &str) -> bool {
@@ -292,6 +309,8 @@ fn is_placeholder(value: &str) -> bool {
         || lower.contains("your_")
         || lower.contains("your-")
         || lower.contains("xxxx")
+        || lower.contains("...")
+        || lower.contains('…')
         || lower.chars().all(|c| c == '*' || c == 'x' || c == '.')
         || v.chars().collect::<std::collections::HashSet<_>>().len() < 4
 }
@@ -321,15 +340,50 @@ pub fn entropy(s: &str) -> f64 {
 /// The fallback: long, mixed-class, high-entropy tokens that have no known non-secret shape.
 fn looks_random(token: &str, text: &str, start: usize) -> bool {
     let t = token.trim_end_matches(['=', '.']);
-    if t.len() < 32 || t.len() > 512 {
+    // Blobs (images, fonts, source maps) are long; the tokens this fallback is for are not.
+    if t.len() < 32 || t.len() > 200 {
         return false;
     }
     if UUID.is_match(t) || t.chars().all(|c| c.is_ascii_hexdigit()) {
         return false; // UUIDs, git hashes and hex digests
     }
-    // base64 data URLs (images, fonts), paths, dotted identifiers, URLs
-    let before = &text[start.saturating_sub(40)..start];
-    if before.contains("base64,") || before.ends_with('/') || before.ends_with("://") {
+    // Subresource-integrity and lockfile hashes (`sha512-…`), base64 of well-known file types.
+    if ["sha1-", "sha256-", "sha384-", "sha512-"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        || [
+            "iVBORw0KGgo",
+            "/9j/",
+            "R0lGOD",
+            "UklGR",
+            "PHN2Zy",
+            "JVBERi0",
+            "AAAA",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
+    {
+        return false;
+    }
+    // Public by design: Stripe publishable keys.
+    if t.starts_with("pk_live_") || t.starts_with("pk_test_") {
+        return false;
+    }
+    // base64 data URLs (images, fonts), paths, dotted identifiers; labelled digests (go.sum `h1:`,
+    // `sha256:`) and password hashes (bcrypt `$2b$12$…`, argon2 `$argon2id$…$`), which are not
+    // credentials.
+    let before = &text[floor_char_boundary(text, start.saturating_sub(40))..start];
+    if before.contains("base64,")
+        || before.ends_with('/')
+        || before.ends_with("://")
+        || ["h1:", "sha1:", "sha256:", "sha384:", "sha512:", "md5:"]
+            .iter()
+            .any(|p| before.ends_with(p))
+        || PASSWORD_HASH_PREFIX.is_match(before)
+    {
+        return false;
+    }
+    if in_url_but_not_a_credential_parameter(text, start) {
         return false;
     }
     if t.contains('/') && t.split('/').filter(|s| !s.is_empty()).all(|s| s.len() < 24) {
@@ -353,7 +407,87 @@ fn looks_random(token: &str, text: &str, start: usize) -> bool {
     if longest_alpha_run > 20 && t.contains(['_', '-']) {
         return false;
     }
-    entropy(t) >= 4.3
+    if decodes_to_text(t) {
+        return false; // base64 of ordinary text
+    }
+    // A random string's entropy grows with its length (bounded by log2 of it): demand what 99 % of
+    // random base62 strings of that length reach, so short random tokens are not missed and long
+    // structured ones are not flagged.
+    let threshold = (4.1 + 0.028 * (t.len() as f64 - 32.0)).min(4.8);
+    entropy(t) >= threshold
+}
+
+/// Whether the token at `start` sits in a URL where it is not the value of a credential-like query
+/// parameter (`?token=…`, `&key=…`): path segments, host names and ordinary parameters are not secrets.
+fn in_url_but_not_a_credential_parameter(text: &str, start: usize) -> bool {
+    let chunk_start = text[..start]
+        .rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(' || c == '<')
+        .map_or(0, |i| i + 1);
+    let chunk = &text[chunk_start..start];
+    if chunk.ends_with(':') && text[start..].starts_with("//") {
+        return true; // the token is the URL itself (`https:` + `//host/path…`)
+    }
+    if !chunk.contains("://") {
+        return false;
+    }
+    let Some(name) = chunk.strip_suffix('=') else {
+        return true;
+    };
+    let name = name
+        .rsplit(['?', '&', ';'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    const CREDENTIAL_PARAMETERS: [&str; 10] = [
+        "token",
+        "key",
+        "secret",
+        "sig",
+        "signature",
+        "password",
+        "pass",
+        "auth",
+        "credential",
+        "code",
+    ];
+    !CREDENTIAL_PARAMETERS.iter().any(|p| name.contains(p))
+}
+
+/// Whether `t` is valid base64 whose decoded bytes are ordinary text (encoded prose, JSON, config).
+fn decodes_to_text(t: &str) -> bool {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        })
+    }
+    let body = t.trim_end_matches('=');
+    let mut bytes = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in body.bytes() {
+        let Some(v) = sextet(c) else {
+            return false;
+        };
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bytes.len() < 12 {
+        return false;
+    }
+    let printable = bytes
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
+        .count();
+    printable * 100 >= bytes.len() * 95 && bytes.contains(&b' ')
 }
 
 fn mask(value: &str) -> String {
@@ -424,6 +558,81 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Where a credential found in pasted text could be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub finding: Finding,
+    /// 1-based line and column (in characters) of the credential in the text.
+    pub line: usize,
+    pub column: usize,
+    pub path: SecretPath,
+}
+
+impl SecretKind {
+    /// The secret's name inside a project folder: the vendor is kept in the name there
+    /// (`project/p/cloudflare_api_token`) since the folder no longer says it.
+    fn project_name(self) -> String {
+        let (vendor, name) = (self.vendor(), self.suggested_name());
+        if name.starts_with(vendor) || matches!(vendor, "keys" | "tokens" | "misc" | "database") {
+            name.to_string()
+        } else {
+            format!("{vendor}_{name}")
+        }
+    }
+}
+
+/// Finds the credentials in `text` and suggests a vault path for each: `meta/<vendor>/<name>`, or
+/// `project/<project>/<name>` when a project is given. Names repeat with a suffix (`_2`, `_3`).
+pub fn suggest(text: &str, project: Option<&str>) -> Result<Vec<Suggestion>, PathError> {
+    if let Some(p) = project {
+        SecretPath::parse(&format!("project/{p}/x"))?;
+    }
+    let lines = LineIndex::new(text);
+    let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for finding in scan(text) {
+        let base = match project {
+            Some(p) => format!("project/{p}/{}", finding.kind.project_name()),
+            None => format!(
+                "meta/{}/{}",
+                finding.kind.vendor(),
+                finding.kind.suggested_name()
+            ),
+        };
+        let n = used.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let path = if *n == 1 { base } else { format!("{base}_{n}") };
+        let (line, column) = lines.position(text, finding.start);
+        out.push(Suggestion {
+            path: SecretPath::parse(&path)?,
+            finding,
+            line,
+            column,
+        });
+    }
+    Ok(out)
+}
+
+/// Byte offset → 1-based line and column (in characters).
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    pub fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = text.get(start..offset).map_or(1, |s| s.chars().count() + 1);
+        (line, column)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +695,34 @@ mod tests {
             "connecting to postgres://app:[REDACTED:url_credentials]@db/app now"
         );
         assert!(matches!(redact("nothing to hide"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn suggestions_name_a_vault_path_per_credential() {
+        let text = "first ghp_1234567890abcdefghijABCDEFGHIJ123456\n  and ghp_abcdefghij1234567890ABCDEFGHIJ654321 then\nAKIAIOSFODNN7EXAMPLE";
+        let paths: Vec<(String, usize, usize)> = suggest(text, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.path.to_string(), s.line, s.column))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("meta/github/github_token".to_string(), 1, 7),
+                ("meta/github/github_token_2".to_string(), 2, 7),
+                ("meta/aws/aws_access_key_id".to_string(), 3, 1),
+            ]
+        );
+        let in_project: Vec<String> = suggest(
+            "CLOUDFLARE_API_TOKEN=abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+            Some("shop"),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path.to_string())
+        .collect();
+        assert_eq!(in_project, ["project/shop/cloudflare_api_token"]);
+        assert!(suggest("x", Some("Bad Name")).is_err());
     }
 
     #[test]

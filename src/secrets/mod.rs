@@ -4,9 +4,13 @@
 //! A secret value leaves this module only through one explicit call ([`key::EncryptionKey`] never
 //! prints itself); it never goes into a log line, an error message or a plan.
 
+pub mod crypto;
 pub mod detector;
 pub mod key;
+pub mod legacy;
 pub mod path;
+pub mod scan;
+pub mod vault;
 
 /// Where providers get credentials they need (the Cloudflare API token, the Google service account),
 /// by vault path. The vault implements it; every read is audited under `actor`.

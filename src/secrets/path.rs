@@ -37,11 +37,20 @@ fn valid_segment(s: &str) -> bool {
 
 impl SecretPath {
     pub fn parse(text: &str) -> Result<SecretPath, PathError> {
-        // Keep the offending text short in messages; it may be a pasted credential.
-        let shown: String = text.chars().take(60).collect();
-        let err = |problem: String| PathError {
-            path: shown.clone(),
-            problem,
+        // Keep the offending text short in messages, and out of them entirely when it looks like a
+        // credential (a value pasted where a path belongs).
+        let err = |problem: String| {
+            if crate::secrets::detector::scan(text).is_empty() {
+                PathError {
+                    path: text.chars().take(60).collect(),
+                    problem,
+                }
+            } else {
+                PathError {
+                    path: "<text that looks like a credential>".to_string(),
+                    problem: format!("a value was given where a path belongs; {HINT}"),
+                }
+            }
         };
         if text.len() > 512 {
             return Err(err("longer than 512 characters".into()));
@@ -123,6 +132,14 @@ mod tests {
                 .unwrap()
                 .visible_to("consilio")
         );
+    }
+
+    #[test]
+    fn a_credential_given_as_a_path_is_not_echoed() {
+        let token = "ghp_1234567890abcdefghijABCDEFGHIJ123456";
+        let err = SecretPath::parse(token).unwrap_err().to_string();
+        assert!(!err.contains("ghp_1234"), "{err}");
+        assert!(err.contains("looks like a credential"), "{err}");
     }
 
     #[test]

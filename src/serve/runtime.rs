@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::engine::{ApplyOptions, Engine, EngineError, Plan, Scope, Summary};
 use crate::providers::{ProviderContext, for_desired};
 use crate::secrets::SecretSource;
+use crate::secrets::vault::Vault;
 use crate::state::{self, Desired};
 use crate::store::Store;
 
@@ -47,7 +48,8 @@ pub struct DesiredError {
 pub struct Runtime {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub secrets: Option<Arc<dyn SecretSource>>,
+    /// The vault, when an encryption key is configured.
+    pub vault: Option<Arc<Vault>>,
     desired: RwLock<Arc<Desired>>,
     desired_error: RwLock<Option<DesiredError>>,
     pub status: RwLock<ReconcileStatus>,
@@ -80,7 +82,7 @@ impl Runtime {
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
-        secrets: Option<Arc<dyn SecretSource>>,
+        vault: Option<Arc<Vault>>,
         auto_apply: bool,
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let desired = state::load(&settings.state_dir).map_err(RuntimeError::Invalid)?;
@@ -91,7 +93,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             settings,
             store,
-            secrets,
+            vault,
             desired: RwLock::new(Arc::new(desired)),
             desired_error: RwLock::new(None),
             status: RwLock::new(status),
@@ -154,7 +156,7 @@ impl Runtime {
     pub async fn engine(&self, desired: &Desired, actor: &str) -> Result<Engine, RuntimeError> {
         let ctx = ProviderContext {
             store: self.store.clone(),
-            secrets: self.secrets.clone(),
+            secrets: self.vault.clone().map(|v| v as Arc<dyn SecretSource>),
             adopt: Vec::new(),
             actor: actor.to_string(),
         };

@@ -64,8 +64,9 @@ pub fn scalar(s: &str) -> String {
     }
 }
 
+/// Inside `[…]`: plain only for single words (`cargo test` reads better quoted in a list).
 fn flow_scalar(s: &str) -> String {
-    if is_plain_safe(s) && !s.contains([',', '[', ']', '{', '}']) {
+    if is_plain_safe(s) && !s.contains([',', '[', ']', '{', '}', ' ']) {
         s.to_string()
     } else {
         serde_json::to_string(s).unwrap_or_default()
@@ -269,8 +270,8 @@ struct Comments {
     before: HashMap<String, (bool, Vec<String>, bool)>,
     /// A trailing `# …` on the line with this anchor.
     inline: HashMap<String, String>,
-    /// Comments after the last content line.
-    end: Vec<String>,
+    /// Comments after the last content line (and whether a blank line preceded them).
+    end: (bool, Vec<String>),
 }
 
 /// Byte index of a `#` that starts a comment (outside quotes, preceded by whitespace or at the start).
@@ -329,6 +330,10 @@ fn collect_comments(original: &str) -> Comments {
         }
         if trimmed.is_empty() {
             saw_blank = true;
+            // A blank line between two comment blocks separates them in the output too.
+            if !pending.is_empty() && pending.last().is_some_and(|l| !l.is_empty()) {
+                pending.push(String::new());
+            }
             continue;
         }
         if trimmed.starts_with('#') {
@@ -392,6 +397,9 @@ fn collect_comments(original: &str) -> Comments {
         if anchor.is_empty() {
             anchor = "<root>".into();
         }
+        while pending.last().is_some_and(|l| l.is_empty()) {
+            pending.pop();
+        }
         if !pending.is_empty() {
             c.before.insert(
                 anchor.clone(),
@@ -403,7 +411,10 @@ fn collect_comments(original: &str) -> Comments {
         }
         saw_blank = false;
     }
-    c.end = pending;
+    while pending.last().is_some_and(|l| l.is_empty()) {
+        pending.pop();
+    }
+    c.end = (blank_before, pending);
     c
 }
 
@@ -423,8 +434,10 @@ impl Emitter {
                 self.out.push('\n');
             }
             for c in block {
-                self.out.push_str(&" ".repeat(indent));
-                self.out.push_str(&c);
+                if !c.is_empty() {
+                    self.out.push_str(&" ".repeat(indent));
+                    self.out.push_str(&c);
+                }
                 self.out.push('\n');
             }
             if blank_after {
@@ -542,8 +555,12 @@ fn emit(node: &Node, original: Option<&str>) -> String {
     if let Node::Map(m) = node {
         e.map(m, 0, "", None);
     }
-    if !e.comments.end.is_empty() {
-        for c in std::mem::take(&mut e.comments.end) {
+    let (blank, end) = std::mem::take(&mut e.comments.end);
+    if !end.is_empty() {
+        if blank {
+            e.out.push('\n');
+        }
+        for c in end {
             e.out.push_str(&c);
             e.out.push('\n');
         }
@@ -577,7 +594,7 @@ mod tests {
         let out = project_yaml(&p, Some(ORIGINAL));
         assert_eq!(
             out,
-            "# The shop.\n\nname: shop  # the name\nport_range: 3100\nservices:\n  # the API\n  - name: api\n    port: 3101  # pinned for the mobile app\n  # the site\n  - name: web\nsecrets:\n  required: [project/shop/stripe]\nchecks: [cargo test]\ninstructions: |\n  Run # not a comment\n  carefully.\n# trailing\n"
+            "# The shop.\n\nname: shop  # the name\nport_range: 3100\nservices:\n  # the API\n  - name: api\n    port: 3101  # pinned for the mobile app\n  # the site\n  - name: web\nsecrets:\n  required: [project/shop/stripe]\nchecks: [\"cargo test\"]\ninstructions: |\n  Run # not a comment\n  carefully.\n# trailing\n"
         );
         assert_eq!(parse_project(&out), p, "same meaning");
         assert_eq!(

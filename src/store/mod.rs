@@ -395,6 +395,8 @@ pub trait SecretRepo {
     /// statistics of an existing secret are kept.
     async fn put_secret(&self, row: &SecretRow) -> Result<()>;
     async fn get_secret(&self, path: &str) -> Result<Option<SecretRow>>;
+    /// The secrets at `paths` that exist (one query, any order).
+    async fn get_secrets(&self, paths: &[&str]) -> Result<Vec<SecretRow>>;
     async fn list_secrets(&self, filter: &SecretFilter) -> Result<Vec<SecretMeta>>;
     /// Returns whether a secret was deleted.
     async fn delete_secret(&self, path: &str) -> Result<bool>;
@@ -405,6 +407,12 @@ pub trait SecretRepo {
     async fn access_log(&self, path: Option<&str>, limit: i64) -> Result<Vec<AccessEvent>>;
     /// Every secret's ciphertext, for key rotation.
     async fn all_secrets(&self) -> Result<Vec<SecretRow>>;
+    /// Up to `limit` secrets, most recently written first (the vault checks its key against them
+    /// before writing).
+    async fn sample_secrets(&self, limit: i64) -> Result<Vec<SecretRow>>;
+    /// Inserts new secrets with all their metadata in one transaction: all or nothing. A path that
+    /// already exists is a [`StoreError::Conflict`] naming it.
+    async fn import_secrets(&self, rows: &[SecretRow]) -> Result<()>;
     /// Replaces ciphertexts (path, ciphertext, key_version) in one transaction: all or nothing.
     async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> Result<()>;
 }
@@ -621,6 +629,20 @@ pub trait TokenRepo {
     async fn list_tokens(&self) -> Result<Vec<TokenRow>>;
     async fn revoke_token(&self, id: &str) -> Result<bool>;
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+}
+
+/// Successful reads per path in a batch of access events: (path, count, latest time).
+fn read_counts(events: &[AccessEvent]) -> Vec<(&str, i64, DateTime<Utc>)> {
+    let mut counts: std::collections::BTreeMap<&str, (i64, DateTime<Utc>)> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        if e.action == "read" && e.outcome == "ok" {
+            let entry = counts.entry(e.path.as_str()).or_insert((0, e.at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(e.at);
+        }
+    }
+    counts.into_iter().map(|(p, (n, at))| (p, n, at)).collect()
 }
 
 impl ChunkHit {

@@ -44,6 +44,13 @@ macro_rules! portable_repos {
                     .map_err($crate::store::StoreError::query("read a secret"))
             }
 
+            async fn get_secrets(&self, paths: &[&str]) -> $crate::store::Result<Vec<$crate::store::SecretRow>> {
+                if paths.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.fetch_secrets(paths).await
+            }
+
             async fn list_secrets(
                 &self,
                 filter: &$crate::store::SecretFilter,
@@ -78,30 +85,9 @@ macro_rules! portable_repos {
                 if events.is_empty() {
                     return Ok(());
                 }
-                let op = "record secret access";
-                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::query(op))?;
-                for e in events {
-                    sqlx::query("INSERT INTO secret_access_log (path, action, actor, outcome, at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&e.path)
-                        .bind(&e.action)
-                        .bind(&e.actor)
-                        .bind(&e.outcome)
-                        .bind(e.at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::store::StoreError::query(op))?;
-                    if e.action == "read" && e.outcome == "ok" {
-                        sqlx::query(
-                            "UPDATE secrets SET access_count = access_count + 1, last_accessed_at = $2 WHERE path = $1",
-                        )
-                        .bind(&e.path)
-                        .bind(e.at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::store::StoreError::query(op))?;
-                    }
-                }
-                tx.commit().await.map_err($crate::store::StoreError::query(op))
+                // Written per backend: a batch must cost a constant number of statements however many
+                // events it holds, which takes dialect-specific SQL (arrays / JSON).
+                self.write_access_events(events).await
             }
 
             async fn access_log(
@@ -125,6 +111,52 @@ macro_rules! portable_repos {
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::query("read all secrets"))
+            }
+
+            async fn sample_secrets(&self, limit: i64) -> $crate::store::Result<Vec<$crate::store::SecretRow>> {
+                sqlx::query_as("SELECT * FROM secrets ORDER BY updated_at DESC, path LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("read a sample of secrets"))
+            }
+
+            async fn import_secrets(&self, rows: &[$crate::store::SecretRow]) -> $crate::store::Result<()> {
+                let op = "import secrets";
+                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::query(op))?;
+                for row in rows {
+                    sqlx::query(
+                        "INSERT INTO secrets (path, scope, project, service, description, ciphertext, key_version,
+                                              created_at, updated_at, last_accessed_at, access_count, expires_at,
+                                              rotation_required)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(&row.path)
+                    .bind(&row.scope)
+                    .bind(&row.project)
+                    .bind(&row.service)
+                    .bind(&row.description)
+                    .bind(&row.ciphertext)
+                    .bind(row.key_version)
+                    .bind(row.created_at)
+                    .bind(row.updated_at)
+                    .bind(row.last_accessed_at)
+                    .bind(row.access_count)
+                    .bind(row.expires_at)
+                    .bind(row.rotation_required)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        if matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
+                            $crate::store::StoreError::Conflict(format!(
+                                "secret {} already exists; nothing was imported", row.path
+                            ))
+                        } else {
+                            $crate::store::StoreError::Query { op, source: e }
+                        }
+                    })?;
+                }
+                tx.commit().await.map_err($crate::store::StoreError::query(op))
             }
 
             async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> $crate::store::Result<()> {

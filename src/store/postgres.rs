@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::portable::portable_repos;
 use super::{
-    ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result, Store, StoreError,
-    redact_url,
+    AccessEvent, ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result,
+    Store, StoreError, redact_url,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -78,6 +78,50 @@ impl PostgresStore {
             let _ = conn.close().await;
             Ok(None)
         }
+    }
+}
+
+impl PostgresStore {
+    async fn fetch_secrets(&self, paths: &[&str]) -> Result<Vec<super::SecretRow>> {
+        sqlx::query_as("SELECT * FROM secrets WHERE path = ANY($1)")
+            .bind(paths)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read secrets"))
+    }
+
+    /// One statement (one round trip, atomic) per batch, whatever its size: the events travel as
+    /// arrays, inserted in order, and the counters of successful reads are bumped per path.
+    async fn write_access_events(&self, events: &[AccessEvent]) -> Result<()> {
+        let column = |f: fn(&AccessEvent) -> &str| -> Vec<&str> { events.iter().map(f).collect() };
+        let at: Vec<chrono::DateTime<chrono::Utc>> = events.iter().map(|e| e.at).collect();
+        let counts = super::read_counts(events);
+        let count_paths: Vec<&str> = counts.iter().map(|c| c.0).collect();
+        let count_n: Vec<i64> = counts.iter().map(|c| c.1).collect();
+        let count_at: Vec<chrono::DateTime<chrono::Utc>> = counts.iter().map(|c| c.2).collect();
+        sqlx::query(
+            "WITH logged AS (
+                 INSERT INTO secret_access_log (path, action, actor, outcome, at)
+                 SELECT p, a, w, o, t FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
+                                                  $5::timestamptz[]) WITH ORDINALITY AS e(p, a, w, o, t, i)
+                 ORDER BY i
+             )
+             UPDATE secrets SET access_count = secrets.access_count + c.n, last_accessed_at = c.t
+             FROM UNNEST($6::text[], $7::bigint[], $8::timestamptz[]) AS c(p, n, t)
+             WHERE secrets.path = c.p",
+        )
+        .bind(column(|e| &e.path))
+        .bind(column(|e| &e.action))
+        .bind(column(|e| &e.actor))
+        .bind(column(|e| &e.outcome))
+        .bind(at)
+        .bind(count_paths)
+        .bind(count_n)
+        .bind(count_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("record secret access"))?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@ use sqlx::sqlite::{
 
 use super::portable::portable_repos;
 use super::{
-    ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result, Store, StoreError,
+    AccessEvent, ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result,
+    Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -138,6 +139,55 @@ fn lock_path(db: &Path, purpose: &str) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{purpose}.lock"));
     db.with_file_name(name)
+}
+
+impl SqliteStore {
+    async fn fetch_secrets(&self, paths: &[&str]) -> Result<Vec<super::SecretRow>> {
+        sqlx::query_as("SELECT * FROM secrets WHERE path IN (SELECT value FROM json_each($1))")
+            .bind(serde_json::to_string(paths).unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read secrets"))
+    }
+
+    /// One transaction of four statements per batch: the events and the per-path counters travel as
+    /// JSON arrays (fixed SQL, so the prepared statements are reused), the log keeps the batch order.
+    async fn write_access_events(&self, events: &[AccessEvent]) -> Result<()> {
+        let op = "record secret access";
+        let stamp = |t: &chrono::DateTime<chrono::Utc>| {
+            // Exactly how sqlx encodes a DateTime<Utc> for SQLite, so the columns decode as usual.
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+        };
+        let log: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::json!([e.path, e.action, e.actor, e.outcome, stamp(&e.at)]))
+            .collect();
+        let counts: Vec<serde_json::Value> = super::read_counts(events)
+            .into_iter()
+            .map(|(path, n, at)| serde_json::json!([path, n, stamp(&at)]))
+            .collect();
+        let mut tx = self.pool.begin().await.map_err(StoreError::query(op))?;
+        sqlx::query(
+            "INSERT INTO secret_access_log (path, action, actor, outcome, at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each($1) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(log).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(op))?;
+        if !counts.is_empty() {
+            sqlx::query(
+                "UPDATE secrets SET access_count = access_count + c.n, last_accessed_at = c.at
+                 FROM (SELECT value->>0 AS path, value->>1 AS n, value->>2 AS at FROM json_each($1)) AS c
+                 WHERE secrets.path = c.path",
+            )
+            .bind(serde_json::Value::Array(counts).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(op))?;
+        }
+        tx.commit().await.map_err(StoreError::query(op))
+    }
 }
 
 portable_repos!(SqliteStore);

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod fake_cloudflare;
 pub mod mcp;
+pub mod mcp_http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
