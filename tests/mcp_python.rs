@@ -20,17 +20,23 @@ cli_conformance!(
     a_project_endpoint_sees_and_edits_only_its_own_project,
     a_stale_revision_is_refused_and_changes_nothing,
     get_port_declares_and_allocates_a_new_service,
+    a_project_endpoint_reaches_no_other_projects_secret_by_any_path,
 );
 
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 15] = [
     "apply_plan",
     "audit_ports",
+    "delete_secret",
+    "detect_secrets",
     "get_plan",
     "get_port",
+    "get_secret",
     "list_ports",
     "list_projects",
+    "list_secrets",
     "project_status",
     "remove_service",
+    "set_secret",
     "upsert_project",
     "upsert_service",
 ];
@@ -751,4 +757,250 @@ async fn get_port_declares_and_allocates_a_new_service(ws: Workspace) {
         "{ports:#}"
     );
     ws.ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+/// Secrets of every scope, set with the CLI: (path, value). Values are distinct and searchable.
+const SECRETS: [(&str, &str); 6] = [
+    ("project/alpha/api_key", "alpha-api-key-value-1f3e"),
+    ("service/alpha/api/token", "alpha-service-token-9c2d"),
+    ("project/beta/db_password", "BETA-DB-PASSWORD-7a1b"),
+    ("project/beta/x", "BETA-X-VALUE-55e0"),
+    ("service/beta/db/password", "BETA-SERVICE-PASSWORD-0d4c"),
+    ("meta/cloudflare/api_token", "META-CLOUDFLARE-TOKEN-e8f1"),
+];
+
+/// An encryption key for the workspace (via supervisor.toml, which the CLI and serve both read), and
+/// the secrets above.
+fn with_secrets(ws: &Workspace) {
+    let key = ws.path().join("secrets.key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    ws.write(
+        "supervisor.toml",
+        &format!("secrets_key_file = \"{}\"\n", key.display()),
+    );
+    for (path, value) in SECRETS {
+        let file = ws.path().join("value.txt");
+        std::fs::write(&file, value).unwrap();
+        ws.ok(
+            &[
+                "secrets",
+                "set",
+                path,
+                "--value-file",
+                file.to_str().unwrap(),
+            ],
+            0,
+        );
+    }
+    std::fs::remove_file(ws.path().join("value.txt")).unwrap();
+}
+
+/// A refusal to reach a secret: the scope check, the path grammar or the project check said no.
+#[track_caller]
+fn refused_secret(what: &str, result: &Value) {
+    let msg = tool_err(result);
+    assert!(
+        msg.contains("is not visible from this endpoint")
+            || msg.starts_with("invalid secret path")
+            || msg.contains("serves project `alpha` only"),
+        "{what:?}: {msg}"
+    );
+}
+
+fn secret_value(ws: &Workspace, path: &str) -> Option<String> {
+    let out = ws.run(&["secrets", "get", path]);
+    out.status
+        .success()
+        .then(|| support::stdout(&out).trim_end().to_string())
+}
+
+async fn a_project_endpoint_reaches_no_other_projects_secret_by_any_path(ws: Workspace) {
+    fixture(&ws);
+    with_secrets(&ws);
+    let (alpha, _) = create_token(&ws, Some("alpha"));
+    let (meta, _) = create_token(&ws, None);
+    let server = Server::start(&ws, &[]).await;
+
+    // Every way of spelling a path outside alpha: another project, traversal (plain and
+    // percent-encoded), encoded separators, meta and other projects' services, odd case and slashes.
+    let tricks = [
+        "project/beta/db_password",
+        "project/alpha/../beta/db_password",
+        "project/alpha/%2e%2e/beta/db_password",
+        "project/alpha/%2E%2E/beta/db_password",
+        "project%2Fbeta%2Fdb_password",
+        "project/alpha%2F..%2Fbeta/db_password",
+        "project/alpha/../../meta/cloudflare/api_token",
+        "project/alpha/db_password/../../beta/db_password",
+        "project/./beta/db_password",
+        "project//beta/db_password",
+        "/project/beta/db_password",
+        "./project/beta/db_password",
+        "project/beta/db_password/",
+        " project/beta/db_password",
+        "project/beta/db_password\u{0}",
+        "PROJECT/beta/db_password",
+        "project/BETA/db_password",
+        "project\\beta\\db_password",
+        "project/alpha\\..\\beta/db_password",
+        "meta/cloudflare/api_token",
+        "meta/../project/beta/db_password",
+        "service/beta/db/password",
+        "service/alpha/../beta/db/password",
+        "service/alpha/api/../../beta/db/password",
+        "project/*",
+        "project/beta/*",
+        "project/%",
+        "",
+        "project/beta/no_such_secret",
+    ];
+    let mut reads: Vec<Value> = vec![
+        json!({"op": "call", "name": "get_secret", "arguments": {"path": "project/alpha/api_key"}}),
+        json!({"op": "call", "name": "get_secret", "arguments": {"path": "service/alpha/api/token"}}),
+    ];
+    for t in tricks {
+        reads.push(json!({"op": "call", "name": "get_secret", "arguments": {"path": t}}));
+    }
+    let writes = json!([
+        {"op": "call", "name": "list_secrets"},
+        {"op": "call", "name": "list_secrets", "arguments": {"project": "beta"}},
+        {"op": "call", "name": "list_secrets", "arguments": {"scope": "meta"}},
+        {"op": "call", "name": "list_secrets", "arguments": {"scope": "service"}},
+        {"op": "call", "name": "list_secrets", "arguments": {"scope": "project", "project": "alpha/../beta"}},
+        {"op": "call", "name": "set_secret", "arguments": {"path": "project/beta/x", "value": "overwritten"}},
+        {"op": "call", "name": "set_secret", "arguments": {"path": "project/alpha/../beta/x", "value": "overwritten"}},
+        {"op": "call", "name": "set_secret", "arguments": {"path": "meta/cloudflare/api_token", "value": "overwritten"}},
+        {"op": "call", "name": "set_secret", "arguments": {"path": "service/beta/new/secret", "value": "planted"}},
+        {"op": "call", "name": "delete_secret", "arguments": {"path": "project/beta/db_password"}},
+        {"op": "call", "name": "delete_secret", "arguments": {"path": "project/alpha/%2e%2e/beta/db_password"}},
+        {"op": "call", "name": "delete_secret", "arguments": {"path": "service/beta/db/password"}},
+        {"op": "call", "name": "detect_secrets",
+         "arguments": {"text": "STRIPE_KEY=sk_live_4eC39HqLyjWDarjtT1zdp7dc", "project": "beta", "store": true}},
+        {"op": "call", "name": "set_secret", "arguments": {"path": "project/alpha/new_key", "value": "alpha-new-value"}},
+        {"op": "call", "name": "get_secret", "arguments": {"path": "project/alpha/new_key"}},
+    ]);
+    let reports = run_all(vec![
+        (
+            PyClient::http(&server.url("/mcp/alpha")).token(&alpha),
+            Value::Array(reads.clone()),
+        ),
+        (
+            PyClient::http(&server.url("/mcp/alpha")).token(&alpha),
+            writes,
+        ),
+        // The endpoint confines, whatever the token: a meta token on alpha's endpoint is alpha too.
+        (
+            PyClient::http(&server.url("/mcp/alpha")).token(&meta),
+            Value::Array(reads.clone()),
+        ),
+        // The same over stdio.
+        (
+            PyClient::stdio(&ws, &["mcp", "--project", "alpha"]),
+            Value::Array(reads),
+        ),
+        // On the meta endpoint beta's secret is there: the refusals above are not for want of it.
+        (
+            PyClient::http(&server.url("/mcp/meta")).token(&meta),
+            json!([{"op": "call", "name": "get_secret", "arguments": {"path": "project/beta/db_password"}}]),
+        ),
+    ])
+    .await;
+
+    let alpha_reports = [&reports[0], &reports[1], &reports[2], &reports[3]];
+    for report in alpha_reports {
+        // Nothing of another scope's values appears anywhere in what alpha's endpoint answered.
+        let text = report.to_string();
+        for (path, value) in SECRETS {
+            if !path.starts_with("project/alpha/") && !path.starts_with("service/alpha/") {
+                assert!(!text.contains(value), "{path}'s value leaked: {report:#}");
+            }
+        }
+    }
+    for report in [&reports[0], &reports[2], &reports[3]] {
+        let r = PyClient::expect_connected(report);
+        assert_eq!(tool_ok(&r[0])["value"], "alpha-api-key-value-1f3e");
+        assert_eq!(tool_ok(&r[1])["value"], "alpha-service-token-9c2d");
+        for (t, result) in tricks.iter().zip(&r[2..]) {
+            refused_secret(t, result);
+        }
+    }
+
+    // No existence oracle: a missing secret of beta is refused exactly like an existing one.
+    let r = PyClient::expect_connected(&reports[0]);
+    let last = r.len() - 1;
+    assert_eq!(
+        tool_err(&r[last]).replace("no_such_secret", "db_password"),
+        tool_err(&r[2])
+    );
+
+    let r = PyClient::expect_connected(&reports[1]);
+    let listed: Vec<&str> = tool_ok(&r[0])["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(
+        listed_sorted,
+        ["project/alpha/api_key", "service/alpha/api/token"]
+    );
+    assert!(
+        tool_err(&r[1]).contains("serves project `alpha` only"),
+        "{:#}",
+        r[1]
+    );
+    // Other scopes filter within alpha: meta secrets are never listed here.
+    let meta_scope = tool_ok(&r[2]);
+    assert_eq!(meta_scope["secrets"], json!([]), "{meta_scope:#}");
+    let service_scope = tool_ok(&r[3]);
+    assert_eq!(
+        service_scope["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["path"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["service/alpha/api/token"]
+    );
+    tool_err(&r[4]);
+    for result in &r[5..13] {
+        refused_secret("write", result);
+    }
+    tool_ok(&r[13]);
+    assert_eq!(tool_ok(&r[14])["value"], "alpha-new-value");
+
+    // beta's, meta's and the services' secrets are as they were; nothing was planted or deleted.
+    for (path, value) in SECRETS {
+        assert_eq!(
+            secret_value(&ws, path).as_deref(),
+            Some(value),
+            "{path} changed"
+        );
+    }
+    for planted in ["service/beta/new/secret", "project/beta/stripe_key"] {
+        assert_eq!(secret_value(&ws, planted), None, "{planted} was written");
+    }
+    let all: Value = serde_json::from_str(&ws.ok(&["secrets", "list", "--json"], 0)).unwrap();
+    let paths: Vec<&str> = all["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .filter(|p| p.contains("beta") || p.starts_with("meta/"))
+        .collect();
+    assert_eq!(
+        paths.len(),
+        4,
+        "only the four secrets set for beta and meta: {all:#}"
+    );
+
+    let r = PyClient::expect_connected(&reports[4]);
+    assert_eq!(tool_ok(&r[0])["value"], "BETA-DB-PASSWORD-7a1b");
 }
