@@ -685,8 +685,11 @@ impl McpServer {
         self.track("get_port", async {
             let (project, desired) = self.known_project(args.project).await?;
             let lookup = || async {
-                let reg = self.runtime.store.port_registry(DEFAULT_HOST).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(reg.allocations.into_iter().find(|a| a.project == project && a.service == args.service))
+                self.runtime
+                    .store
+                    .port_allocation(DEFAULT_HOST, &project, &args.service)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             let hostname = |d: &state::Desired| {
                 d.projects.get(&project).and_then(|p| p.services.iter().find(|s| s.name == args.service)).and_then(|s| s.hostname.clone())
