@@ -43,22 +43,30 @@ pub async fn engine(
     store: Arc<dyn Store>,
     adopt: &[String],
 ) -> anyhow::Result<Engine> {
-    let secrets: Option<Arc<dyn crate::secrets::SecretSource>> = match vault(ctx, store.clone())
-        .await
-    {
-        Ok(v) => v.map(|v| v as Arc<dyn crate::secrets::SecretSource>),
-        // A broken key only matters to providers that need a credential; they report it then.
-        Err(e) => {
-            tracing::warn!(error = %e, "the encryption key cannot be loaded; credentials are unavailable");
-            None
-        }
-    };
-    let mut pctx = ProviderContext::new(store.clone());
+    let pctx = provider_context(ctx, store.clone(), adopt).await;
+    let providers = crate::providers::for_desired(desired, &pctx).await?;
+    Ok(Engine::new(store, providers))
+}
+
+/// What providers are built from on the command line: the store, the vault as credential source (when
+/// an encryption key is configured), the hostnames to adopt, and the CLI user as actor.
+pub async fn provider_context(
+    ctx: &Context,
+    store: Arc<dyn Store>,
+    adopt: &[String],
+) -> ProviderContext {
+    let secrets: Option<Arc<dyn crate::secrets::SecretSource>> =
+        match vault(ctx, store.clone()).await {
+            Ok(v) => v.map(|v| v as Arc<dyn crate::secrets::SecretSource>),
+            // A broken key only matters to providers that need a credential: they report it (with
+            // why), everything else plans.
+            Err(e) => Some(Arc::new(KeyUnavailable(format!("{e:#}")))),
+        };
+    let mut pctx = ProviderContext::new(store);
     pctx.secrets = secrets;
     pctx.adopt = adopt.to_vec();
     pctx.actor = cli_actor();
-    let providers = crate::providers::for_desired(desired, &pctx).await?;
-    Ok(Engine::new(store, providers))
+    pctx
 }
 
 /// `cli:<user>`, for the journal and the secret access log.
@@ -66,6 +74,23 @@ pub fn cli_actor() -> String {
     crate::secrets::vault::Actor::cli_current_user()
         .name()
         .to_string()
+}
+
+/// A credential source whose every read fails with why the encryption key could not be loaded.
+struct KeyUnavailable(String);
+
+#[async_trait::async_trait]
+impl crate::secrets::SecretSource for KeyUnavailable {
+    async fn read_secret(
+        &self,
+        path: &str,
+        _actor: &str,
+    ) -> Result<secrecy::SecretString, crate::secrets::SecretSourceError> {
+        Err(crate::secrets::SecretSourceError {
+            path: path.to_string(),
+            reason: format!("the encryption key cannot be used: {}", self.0),
+        })
+    }
 }
 
 /// The vault, when an encryption key is configured (`None` otherwise: secret tools and providers that

@@ -4,6 +4,7 @@
 
 mod common;
 mod doctor;
+mod import;
 pub mod output;
 mod plan;
 mod ports;
@@ -318,8 +319,14 @@ pub enum InstructionsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
-    /// Adopt existing DNS records matching desired hostnames.
-    Cloudflare,
+    /// Adopt existing DNS records and tunnel ingress rules for the hostnames in state/, and write
+    /// hostnames that already point at the tunnel into the services that hold their ports. Changes
+    /// nothing at Cloudflare.
+    Cloudflare {
+        /// How long to wait for a running apply to finish (seconds).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        lock_timeout: u64,
+    },
     /// Adopt existing port allocations.
     Ports,
 }
@@ -385,7 +392,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Timing(_) => not_implemented("timing"),
         Command::Knowledge(_) => not_implemented("knowledge"),
         Command::Instructions(_) => not_implemented("instructions"),
-        Command::Import(_) => not_implemented("import"),
+        Command::Import(ImportCommand::Cloudflare { lock_timeout }) => {
+            import::cloudflare(&ctx, lock_timeout).await
+        }
+        Command::Import(ImportCommand::Ports) => not_implemented("import ports"),
         Command::Token(cmd) => token::run(&ctx, cmd).await,
         Command::Schema => state::schema(&ctx),
     }

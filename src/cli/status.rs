@@ -25,10 +25,22 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         store.last_run().await?,
         git_revision(&desired.dir),
     );
+    let secrets = crate::secrets::vault::health(store.as_ref()).await?;
     if ctx.out.json {
-        ctx.out.json(&report)?;
+        let mut value = serde_json::to_value(&report)?;
+        value["secrets"] = serde_json::to_value(&secrets)?;
+        ctx.out.json(&value)?;
     } else {
-        ctx.out.text(&render(ctx, &report))?;
+        let mut text = render(ctx, &report);
+        for p in &secrets.expired {
+            text.push_str(&format!(
+                "! secret {p} has expired (still readable; replace it)\n"
+            ));
+        }
+        for p in &secrets.rotation_required {
+            text.push_str(&format!("! secret {p} is flagged for rotation\n"));
+        }
+        ctx.out.text(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

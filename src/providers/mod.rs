@@ -3,10 +3,14 @@
 //!
 //! Providers know nothing of the CLI or MCP; API clients they use know nothing of plans.
 
+pub mod adoption;
+pub mod cloudflare;
+pub mod dns;
 pub mod ports;
 pub mod ports_audit;
 pub mod secrets;
 pub mod sockets;
+pub mod tunnel;
 
 use std::sync::Arc;
 
@@ -39,13 +43,33 @@ impl ProviderContext {
     }
 }
 
-/// The providers for `desired`, in apply order: ports → (tunnel → dns → vm → instructions) → secrets.
+/// The providers for `desired`, in apply order: ports → tunnel → dns → (vm → instructions) → secrets.
+/// Tunnel and DNS exist only when `cloudflare` is configured; building them reads the API token from
+/// the vault once (an error names the secret's path and how to set it).
 pub async fn for_desired(
-    _desired: &Desired,
+    desired: &Desired,
     ctx: &ProviderContext,
 ) -> Result<Vec<Box<dyn Provider>>, ProviderError> {
-    Ok(vec![
-        Box::new(ports::PortsProvider::new(ctx.store.clone(), DEFAULT_HOST)),
-        Box::new(secrets::RequiredSecretsProvider::new(ctx.store.clone())),
-    ])
+    let mut providers: Vec<Box<dyn Provider>> = vec![Box::new(ports::PortsProvider::new(
+        ctx.store.clone(),
+        DEFAULT_HOST,
+    ))];
+    if let Some(cf) = &desired.cloudflare {
+        let api = cloudflare::connect(cf, ctx).await?;
+        providers.push(Box::new(tunnel::TunnelProvider::new(
+            ctx.store.clone(),
+            api.clone(),
+            cf,
+            &ctx.adopt,
+        )));
+        providers.push(Box::new(dns::DnsProvider::new(
+            ctx.store.clone(),
+            api,
+            &ctx.adopt,
+        )));
+    }
+    providers.push(Box::new(secrets::RequiredSecretsProvider::new(
+        ctx.store.clone(),
+    )));
+    Ok(providers)
 }

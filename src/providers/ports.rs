@@ -625,6 +625,41 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
     out
 }
 
+/// Each service's port once `desired` is applied to `observed`: allocations kept, moved or created by
+/// the plan (for providers that point at ports, like tunnel ingress, which must agree with the ports
+/// this same plan hands out). Services the plan cannot place are absent. Pure.
+pub fn planned_ports(desired: &Desired, observed: &Observed) -> BTreeMap<(String, String), u16> {
+    let mut ports: BTreeMap<(String, String), u16> = observed
+        .registry
+        .allocations
+        .iter()
+        .map(|a| ((a.project.clone(), a.service.clone()), a.port as u16))
+        .collect();
+    for c in diff(desired, observed).changes {
+        let v = c.after.as_ref().or(c.before.as_ref());
+        let Some(v) = v.filter(|v| v.get("kind") == Some(&json!("service"))) else {
+            continue;
+        };
+        let key = (
+            v["project"].as_str().unwrap_or_default().to_string(),
+            v["service"].as_str().unwrap_or_default().to_string(),
+        );
+        match (
+            c.action,
+            v["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+        ) {
+            (Action::Delete, _) => {
+                ports.remove(&key);
+            }
+            (_, Some(port)) => {
+                ports.insert(key, port);
+            }
+            (_, None) => {}
+        }
+    }
+    ports
+}
+
 /// Orders moves (of service ports or of blocks, keyed by port) so each one's target is vacated first;
 /// a cycle (two pins swapping) is an error.
 fn order_moves(updates: Vec<(Change, u16, Option<u16>)>, errors: &mut Vec<Notice>) -> Vec<Change> {
@@ -898,6 +933,27 @@ mod tests {
         let plan = diff(&d, &Observed::default());
         assert_eq!(plan.errors.len(), 1);
         assert!(plan.errors[0].message.contains("no free block"));
+    }
+
+    #[test]
+    fn planned_ports_are_what_the_plan_leaves_behind() {
+        let d = desired(vec![project("a", Some(3000), &[("x", None), ("y", None)])]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        let planned = planned_ports(&d, &obs);
+        assert_eq!(
+            planned.into_iter().collect::<Vec<_>>(),
+            [
+                (("a".into(), "x".into()), 3000),
+                (("a".into(), "y".into()), 3001)
+            ]
+        );
+        apply_to(&mut obs, &first);
+        let d2 = desired(vec![project("a", Some(3000), &[("y", Some(3005))])]);
+        assert_eq!(
+            planned_ports(&d2, &obs).into_iter().collect::<Vec<_>>(),
+            [(("a".into(), "y".into()), 3005)]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod db;
 pub mod fake_cloudflare;
 pub mod mcp;
 pub mod mcp_http;
+pub mod test_secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
