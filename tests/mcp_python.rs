@@ -495,15 +495,15 @@ async fn a_revoked_token_stops_working_even_inside_an_open_session(ws: Workspace
     // Verified tokens are cached for 2 s: refusal follows within that.
     let revoked_at = Instant::now();
     loop {
+        let sent_after = revoked_at.elapsed();
         let status = list(alpha.clone()).await;
         if status == 401 {
             break;
         }
         assert_eq!(status, 200);
         assert!(
-            revoked_at.elapsed() < Duration::from_secs(4),
-            "a revoked token still worked after {:?}",
-            revoked_at.elapsed()
+            sent_after < Duration::from_secs(3),
+            "a revoked token still worked {sent_after:?} after its revocation"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
