@@ -480,6 +480,21 @@ async fn allocations_move_and_are_released(db: &TestDb) {
         s.port_registry(DEFAULT_HOST).await.unwrap().allocations,
         vec![alloc("a", "api", 3005)]
     );
+    // The single-row read agrees with the registry, and knows nothing of released or other services.
+    assert_eq!(
+        s.port_allocation(DEFAULT_HOST, "a", "api").await.unwrap(),
+        Some(alloc("a", "api", 3005))
+    );
+    for (host, project, service) in [
+        (DEFAULT_HOST, "a", "web"),
+        (DEFAULT_HOST, "b", "api"),
+        ("elsewhere", "a", "api"),
+    ] {
+        assert_eq!(
+            s.port_allocation(host, project, service).await.unwrap(),
+            None
+        );
+    }
 }
 
 async fn shared_ports_are_unique(db: &TestDb) {

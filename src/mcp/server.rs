@@ -62,7 +62,9 @@ pub struct McpServer {
     tool_router: ToolRouter<Self>,
 }
 
-type ToolResult<T> = Result<Json<T>, String>;
+// Tools return `Result<Json<T>, String>` spelled out: rmcp's #[tool] macro derives the outputSchema from
+// the return type's syntax (`Json<T>` or `Result<Json<T>, E>`), so an alias would silently drop it.
+// `Err(message)` is a tool result with isError: true, which the agent reads.
 
 // ---------------------------------------------------------------------------------------------------
 // Arguments and results
@@ -163,7 +165,6 @@ pub struct ProjectStatusOut {
     /// Set when state/ currently fails to load (the last good state is in use).
     pub desired_error: Option<String>,
     pub status: status::StatusReport,
-    #[schemars(with = "serde_json::Value")]
     pub reconcile: ReconcileStatus,
 }
 
@@ -229,7 +230,6 @@ pub struct PortsOut {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AuditOut {
-    #[schemars(with = "serde_json::Value")]
     pub report: ports_audit::AuditReport,
 }
 
@@ -470,7 +470,7 @@ impl McpServer {
     #[tool(
         description = "List the projects this endpoint can see: services with their allocated ports and public hostnames, required secret paths (never values), checks, and the desired-state revision to pass to edit tools."
     )]
-    async fn list_projects(&self) -> ToolResult<ProjectsOut> {
+    async fn list_projects(&self) -> Result<Json<ProjectsOut>, String> {
         self.track("list_projects", async {
             let desired = self.runtime.desired().await;
             let registry = self
@@ -521,7 +521,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<ProjectStatusOut> {
+    ) -> Result<Json<ProjectStatusOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("project_status", async {
             let (project, desired) = self.known_project(args.project).await?;
@@ -555,7 +555,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<PlanOut> {
+    ) -> Result<Json<PlanOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("get_plan", async {
             let project = match (&self.endpoint, args.project) {
@@ -578,7 +578,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ApplyPlanArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<ApplyOut> {
+    ) -> Result<Json<ApplyOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("apply_plan", async {
             let project = match (&self.endpoint, args.project) {
@@ -607,7 +607,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<UpsertProjectArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_project", async {
             let name = self.project(Some(args.project.name.clone()))?;
@@ -632,7 +632,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<UpsertServiceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_service", async {
             let (project, _) = self.known_project(args.project).await?;
@@ -656,7 +656,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<RemoveServiceArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<EditOut> {
+    ) -> Result<Json<EditOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("remove_service", async {
             let (project, _) = self.known_project(args.project).await?;
@@ -680,13 +680,16 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<GetPortArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<PortOut> {
+    ) -> Result<Json<PortOut>, String> {
         let actor = self.principal(&ctx).actor();
         self.track("get_port", async {
             let (project, desired) = self.known_project(args.project).await?;
             let lookup = || async {
-                let reg = self.runtime.store.port_registry(DEFAULT_HOST).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(reg.allocations.into_iter().find(|a| a.project == project && a.service == args.service))
+                self.runtime
+                    .store
+                    .port_allocation(DEFAULT_HOST, &project, &args.service)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             let hostname = |d: &state::Desired| {
                 d.projects.get(&project).and_then(|p| p.services.iter().find(|s| s.name == args.service)).and_then(|s| s.hostname.clone())
@@ -724,7 +727,10 @@ impl McpServer {
     #[tool(
         description = "Allocated ports: per service (project, service, port, public hostname), the shared services and the project blocks. On a project endpoint, only that project's ports (and the shared services)."
     )]
-    async fn list_ports(&self, Parameters(args): Parameters<ProjectArgs>) -> ToolResult<PortsOut> {
+    async fn list_ports(
+        &self,
+        Parameters(args): Parameters<ProjectArgs>,
+    ) -> Result<Json<PortsOut>, String> {
         self.track("list_ports", async {
             let only = match (&self.endpoint, args.project) {
                 (Endpoint::Meta, None) => None,
@@ -779,7 +785,7 @@ impl McpServer {
     #[tool(
         description = "Compare the port registry with the sockets listening on this host: each allocation listening or idle, and conflicts (a listener on an unallocated port in a project's block, or on a port allocated to another project)."
     )]
-    async fn audit_ports(&self) -> ToolResult<AuditOut> {
+    async fn audit_ports(&self) -> Result<Json<AuditOut>, String> {
         self.track("audit_ports", async {
             let desired = self.runtime.desired().await;
             let mut reg = self
@@ -817,7 +823,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<SecretPathArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<SecretOut> {
+    ) -> Result<Json<SecretOut>, String> {
         let actor = self.vault_actor(&self.principal(&ctx));
         self.track("get_secret", async {
             let path = secret_path(&args.path)?;
@@ -844,7 +850,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<SetSecretArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<SetSecretOut> {
+    ) -> Result<Json<SetSecretOut>, String> {
         let actor = self.vault_actor(&self.principal(&ctx));
         self.track("set_secret", async {
             let path = secret_path(&args.path)?;
@@ -889,7 +895,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<ListSecretsArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<SecretsOut> {
+    ) -> Result<Json<SecretsOut>, String> {
         let actor = self.vault_actor(&self.principal(&ctx));
         self.track("list_secrets", async {
             let scope = match args.scope.as_deref() {
@@ -918,7 +924,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<SecretPathArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<DeletedOut> {
+    ) -> Result<Json<DeletedOut>, String> {
         let actor = self.vault_actor(&self.principal(&ctx));
         self.track("delete_secret", async {
             let path = secret_path(&args.path)?;
@@ -941,7 +947,7 @@ impl McpServer {
         &self,
         Parameters(args): Parameters<DetectSecretsArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult<DetectOut> {
+    ) -> Result<Json<DetectOut>, String> {
         let actor = self.vault_actor(&self.principal(&ctx));
         self.track("detect_secrets", async {
             let project = match (&self.endpoint, args.project) {
@@ -1055,13 +1061,16 @@ impl ServerHandler for McpServer {
             .and_then(|r| r.strip_suffix("/state"))
             .filter(|p| self.endpoint.project().is_none_or(|e| e == *p))
             .ok_or_else(|| {
-                ErrorData::resource_not_found(format!("no resource {uri} on this endpoint"), None)
+                ErrorData::resource_not_found(
+                    format!("no resource {uri} on this endpoint"),
+                    Some(serde_json::json!({ "uri": uri })),
+                )
             })?;
         let desired = self.runtime.desired().await;
         if !desired.projects.contains_key(project) {
             return Err(ErrorData::resource_not_found(
                 format!("no project {project}"),
-                None,
+                Some(serde_json::json!({ "uri": uri })),
             ));
         }
         let path = desired.project_file(project);

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::sockets::Listener;
 use crate::store::PortRegistry;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct AllocationAudit {
     pub project: String,
     pub service: String,
@@ -23,7 +23,7 @@ pub struct AllocationAudit {
     pub listener: Option<Listener>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Conflict {
     pub port: u16,
     pub kind: &'static str,
@@ -31,7 +31,7 @@ pub struct Conflict {
     pub listener: Listener,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct AuditReport {
     pub format_version: &'static str,
     pub allocations: Vec<AllocationAudit>,

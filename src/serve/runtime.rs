@@ -20,10 +20,12 @@ use crate::store::Store;
 use super::metrics::Metrics;
 
 /// What the reconciler last did, for `/health`, `status` and `project_status`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct ReconcileStatus {
     pub runs: u64,
     pub errors: u64,
+    /// RFC 3339.
+    #[schemars(with = "Option<String>")]
     pub last_run_at: Option<DateTime<Utc>>,
     /// `ok`, `error`, `waiting` (an unsafe plan waits for a human) or `not_leader`.
     pub last_result: Option<String>,

@@ -454,6 +454,14 @@ pub struct PortRegistry {
 #[async_trait]
 pub trait PortRepo {
     async fn port_registry(&self, host: &str) -> Result<PortRegistry>;
+    /// One service's allocation: a single indexed read, for hot paths (the MCP `get_port` tool) that
+    /// do not need the whole registry.
+    async fn port_allocation(
+        &self,
+        host: &str,
+        project: &str,
+        service: &str,
+    ) -> Result<Option<PortAllocation>>;
     /// Fails with [`StoreError::Conflict`] when the block or the project already has a range.
     async fn insert_port_range(&self, range: &PortRange) -> Result<()>;
     async fn delete_port_range(&self, host: &str, project: &str) -> Result<bool>;

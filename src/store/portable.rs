@@ -210,6 +210,23 @@ macro_rules! portable_repos {
                 Ok($crate::store::PortRegistry { ranges, allocations, shared })
             }
 
+            async fn port_allocation(
+                &self,
+                host: &str,
+                project: &str,
+                service: &str,
+            ) -> $crate::store::Result<Option<$crate::store::PortAllocation>> {
+                sqlx::query_as(
+                    "SELECT host, project, service, port FROM port_allocations WHERE host = $1 AND project = $2 AND service = $3",
+                )
+                .bind(host)
+                .bind(project)
+                .bind(service)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::query("read a port allocation"))
+            }
+
             async fn insert_port_range(&self, r: &$crate::store::PortRange) -> $crate::store::Result<()> {
                 sqlx::query(
                     "INSERT INTO project_port_ranges (host, project, start_port, end_port, created_at) VALUES ($1, $2, $3, $4, $5)",

@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod fake_cloudflare;
+pub mod mcp;
 pub mod mcp_http;
 pub mod test_secrets;
 

