@@ -58,37 +58,41 @@ async fn tokens_are_shown_once_listed_without_the_secret_and_revocable(ws: Works
 }
 
 async fn ports_audit_reports_listeners_and_conflicts(ws: Workspace) {
-    // A block in a high range nobody else uses, so the test owns the sockets in it.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = listener.local_addr().unwrap().port();
-    drop(listener);
-    let start = base - base % 100;
+    // A block below the ephemeral port range, picked at random among those where the test can hold the
+    // block's first port (the api gets it) and one more: the test owns the sockets it audits.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    let (start, _api_listener, stray) = (0..100)
+        .map(|k| 20000 + ((seed + k * 37) % 100) as u16 * 100)
+        .find_map(|start| {
+            let api = std::net::TcpListener::bind(("127.0.0.1", start)).ok()?;
+            let stray = std::net::TcpListener::bind(("127.0.0.1", start + 50)).ok()?;
+            Some((start, api, stray))
+        })
+        .expect("a free block for the test listeners");
     ws.write(
         "state/supervisor.yaml",
-        &format!("ports:\n  projects: {{ start: {start}, end: {}, block: 100 }}\n  shared: {{ start: 1000, end: 1099 }}\n", start + 99),
+        "ports:\n  projects: { start: 20000, end: 29999, block: 100 }\n  shared: { start: 1000, end: 1099 }\n",
     );
     ws.write(
         "state/projects/shop.yaml",
-        "name: shop\nservices:\n  - name: api\n  - name: web\n",
+        &format!("name: shop\nport_range: {start}\nservices:\n  - name: api\n  - name: web\n"),
     );
     ws.ok(&["apply", "--auto-approve"], 0);
     let list: Value = serde_json::from_str(&ws.ok(&["ports", "list", "--json"], 0)).unwrap();
-    let api = list["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["service"] == "api")
-        .unwrap()["port"]
-        .as_u64()
-        .unwrap() as u16;
-    // Something listens on the api's port, and something on an unallocated port of the block.
-    let on_api = std::net::TcpListener::bind(("127.0.0.1", api));
-    let stray = (start..start + 100)
-        .filter(|p| *p != api && *p != api + 1)
-        .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok());
-    let (Ok(_on_api), Some(stray)) = (on_api, stray) else {
-        panic!("could not bind test listeners in {start}–{}", start + 99);
+    let port_of = |svc: &str| {
+        list["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["service"] == svc)
+            .unwrap()["port"]
+            .as_u64()
+            .unwrap() as u16
     };
+    assert_eq!(port_of("api"), start);
     let stray_port = stray.local_addr().unwrap().port();
     let out = ws.run(&["ports", "audit", "--json"]);
     expect_code(&out, 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Workspace;
-use support::mcp_http::{McpClient, Server};
+use support::mcp::{McpClient, Server};
 
 cli_conformance!(
     auto_apply_allocates_an_edited_service_within_two_seconds,
@@ -56,16 +56,12 @@ where
     None
 }
 
-fn serve(ws: &Workspace) -> std::process::Command {
-    let mut c = ws.cmd();
-    c.args(["serve", "--no-auth", "--auto-apply"]);
-    c
-}
+const SERVE: &[&str] = &["--no-auth", "--auto-apply"];
 
 async fn auto_apply_allocates_an_edited_service_within_two_seconds(ws: Workspace) {
     ws.write("state/projects/notes.yaml", NOTES);
-    let server = Server::start(serve(&ws)).await;
-    let client = McpClient::connect(&format!("{}/mcp/meta", server.base), None).await;
+    let server = Server::start(&ws, SERVE).await;
+    let client = McpClient::connect(&server.url("/mcp/meta"), None).await;
     eventually(Duration::from_secs(10), || async {
         (server.health().await["reconcile"]["runs"].as_u64() >= Some(1)).then_some(())
     })
@@ -111,8 +107,8 @@ async fn auto_apply_allocates_an_edited_service_within_two_seconds(ws: Workspace
 
 async fn broken_yaml_is_reported_and_the_last_good_state_stays_applied(ws: Workspace) {
     ws.write("state/projects/notes.yaml", NOTES);
-    let server = Server::start(serve(&ws)).await;
-    let client = McpClient::connect(&format!("{}/mcp/meta", server.base), None).await;
+    let server = Server::start(&ws, SERVE).await;
+    let client = McpClient::connect(&server.url("/mcp/meta"), None).await;
     eventually(Duration::from_secs(10), || async {
         (server.health().await["reconcile"]["runs"].as_u64() >= Some(1)).then_some(())
     })
@@ -165,8 +161,8 @@ async fn broken_yaml_is_reported_and_the_last_good_state_stays_applied(ws: Works
 
 async fn killing_the_leader_hands_reconciliation_to_the_other_server(ws: Workspace) {
     ws.write("state/projects/notes.yaml", NOTES);
-    let a = Server::start(serve(&ws)).await;
-    let b = Server::start(serve(&ws)).await;
+    let a = Server::start(&ws, SERVE).await;
+    let b = Server::start(&ws, SERVE).await;
     let (leader_is_a, _) = eventually(Duration::from_secs(10), || async {
         let (ha, hb) = (a.health().await, b.health().await);
         match (
@@ -182,15 +178,14 @@ async fn killing_the_leader_hands_reconciliation_to_the_other_server(ws: Workspa
     .expect("exactly one server leads");
     let (mut leader, survivor) = if leader_is_a { (a, b) } else { (b, a) };
     // kill -9: no chance to release anything; the lock must be freed by the database / the OS.
-    leader.child.kill().unwrap();
-    leader.child.wait().unwrap();
+    leader.kill();
     drop(leader);
 
     ws.write(
         "state/projects/notes.yaml",
         "name: notes\nservices:\n  - name: app\n  - name: search\n  - name: late\n",
     );
-    let client = McpClient::connect(&format!("{}/mcp/meta", survivor.base), None).await;
+    let client = McpClient::connect(&survivor.url("/mcp/meta"), None).await;
     let found = eventually(Duration::from_secs(10), || async {
         ports(&client)
             .await

@@ -3,22 +3,11 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use serde::Serialize;
-
 use super::Context;
 use super::common::{load_desired, open_store};
 use super::output::Style;
 use crate::providers::{ports_audit, sockets};
 use crate::store::DEFAULT_HOST;
-
-#[derive(Debug, Serialize)]
-struct ListedPort {
-    project: String,
-    service: String,
-    port: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hostname: Option<String>,
-}
 
 pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<ExitCode> {
     let desired = match load_desired(ctx) {
@@ -27,25 +16,8 @@ pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<Exit
     };
     let store = open_store(ctx).await?;
     let reg = store.port_registry(DEFAULT_HOST).await?;
-    let hostname = |p: &str, s: &str| {
-        desired
-            .projects
-            .get(p)
-            .and_then(|p| p.services.iter().find(|x| x.name == s))
-            .and_then(|x| x.hostname.clone())
-    };
     let keep = |p: &str| project.as_deref().is_none_or(|want| want == p);
-    let ports: Vec<ListedPort> = reg
-        .allocations
-        .iter()
-        .filter(|a| keep(&a.project))
-        .map(|a| ListedPort {
-            project: a.project.clone(),
-            service: a.service.clone(),
-            port: a.port,
-            hostname: hostname(&a.project, &a.service),
-        })
-        .collect();
+    let ports = crate::providers::ports::port_lines(&desired, &reg, project.as_deref());
     let blocks: Vec<_> = reg.ranges.iter().filter(|r| keep(&r.project)).collect();
     let shared: Vec<_> = if project.is_some() {
         Vec::new()

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use crate::engine::{Plan, Scope, Summary, status};
+use crate::providers::ports::{PortLine, port_lines};
 use crate::providers::{ports_audit, sockets};
 use crate::secrets::detector;
 use crate::secrets::path::SecretPath;
@@ -203,14 +204,6 @@ pub struct PortOut {
     pub hostname: Option<String>,
     /// True when this call declared the service and allocated its port.
     pub allocated_now: bool,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PortLine {
-    pub project: String,
-    pub service: String,
-    pub port: i32,
-    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -415,8 +408,6 @@ impl McpServer {
         project: &str,
         actor: &str,
     ) -> Result<EditOut, String> {
-        self.runtime.set_desired(edited.desired.clone()).await;
-        self.runtime.wake.notify_one();
         let plan = self.plan_for(Some(project.to_string()), actor).await?;
         Ok(EditOut {
             revision: edited.revision,
@@ -428,6 +419,22 @@ impl McpServer {
 
     fn state_dir(&self) -> &std::path::Path {
         &self.runtime.settings.state_dir
+    }
+
+    /// Runs a desired-state edit (file I/O) off the async runtime and takes its result as the new
+    /// desired state.
+    async fn edit(
+        &self,
+        f: impl FnOnce(&std::path::Path) -> Result<edit::Edited, edit::EditError> + Send + 'static,
+    ) -> Result<edit::Edited, String> {
+        let dir = self.state_dir().to_path_buf();
+        let edited = tokio::task::spawn_blocking(move || f(&dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(edit_error)?;
+        self.runtime.set_desired(edited.desired.clone()).await;
+        self.runtime.wake.notify_one();
+        Ok(edited)
     }
 
     fn vault(&self) -> Result<&Vault, String> {
@@ -611,15 +618,10 @@ impl McpServer {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_project", async {
             let name = self.project(Some(args.project.name.clone()))?;
-            let dir = self.state_dir().to_path_buf();
-            let project = args.project;
-            let revision = args.revision;
-            let edited = tokio::task::spawn_blocking(move || {
-                edit::upsert_project(&dir, &project, &revision)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(edit_error)?;
+            let (project, revision) = (args.project, args.revision);
+            let edited = self
+                .edit(move |dir| edit::upsert_project(dir, &project, &revision))
+                .await?;
             self.after_edit(edited, &name, &actor).await.map(Json)
         })
         .await
@@ -636,14 +638,10 @@ impl McpServer {
         let actor = self.principal(&ctx).actor();
         self.track("upsert_service", async {
             let (project, _) = self.known_project(args.project).await?;
-            let dir = self.state_dir().to_path_buf();
             let (p, service, revision) = (project.clone(), args.service, args.revision);
-            let edited = tokio::task::spawn_blocking(move || {
-                edit::upsert_service(&dir, &p, &service, &revision)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(edit_error)?;
+            let edited = self
+                .edit(move |dir| edit::upsert_service(dir, &p, &service, &revision))
+                .await?;
             self.after_edit(edited, &project, &actor).await.map(Json)
         })
         .await
@@ -660,14 +658,10 @@ impl McpServer {
         let actor = self.principal(&ctx).actor();
         self.track("remove_service", async {
             let (project, _) = self.known_project(args.project).await?;
-            let dir = self.state_dir().to_path_buf();
             let (p, service, revision) = (project.clone(), args.service, args.revision);
-            let edited = tokio::task::spawn_blocking(move || {
-                edit::remove_service(&dir, &p, &service, &revision)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(edit_error)?;
+            let edited = self
+                .edit(move |dir| edit::remove_service(dir, &p, &service, &revision))
+                .await?;
             self.after_edit(edited, &project, &actor).await.map(Json)
         })
         .await
@@ -702,15 +696,9 @@ impl McpServer {
                 if !args.allocate.unwrap_or(true) {
                     return Err(format!("project `{project}` has no service `{}` (call get_port with allocate: true to add it)", args.service));
                 }
-                let dir = self.state_dir().to_path_buf();
                 let svc = Service { name: args.service.clone(), port: None, hostname: None, prevent_destroy: false };
                 let (p, rev) = (project.clone(), desired.revision.clone());
-                let edited = tokio::task::spawn_blocking(move || edit::upsert_service(&dir, &p, &svc, &rev))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(edit_error)?;
-                self.runtime.set_desired(edited.desired).await;
-                self.runtime.wake.notify_one();
+                self.edit(move |dir| edit::upsert_service(dir, &p, &svc, &rev)).await?;
             }
             let scope = Scope { project: Some(project.clone()), only: Some(format!("ports/{project}")) };
             let (_, refused) = self.runtime.apply_safe(&scope, &actor).await.map_err(|e| e.to_string())?;
@@ -744,25 +732,8 @@ impl McpServer {
                 .await
                 .map_err(|e| e.to_string())?;
             let keep = |p: &str| only.as_deref().is_none_or(|o| o == p);
-            let hostname = |p: &str, s: &str| {
-                desired
-                    .projects
-                    .get(p)
-                    .and_then(|p| p.services.iter().find(|x| x.name == s))
-                    .and_then(|x| x.hostname.clone())
-            };
             Ok(Json(PortsOut {
-                ports: reg
-                    .allocations
-                    .iter()
-                    .filter(|a| keep(&a.project))
-                    .map(|a| PortLine {
-                        project: a.project.clone(),
-                        service: a.service.clone(),
-                        port: a.port,
-                        hostname: hostname(&a.project, &a.service),
-                    })
-                    .collect(),
+                ports: port_lines(&desired, &reg, only.as_deref()),
                 shared: reg
                     .shared
                     .iter()

@@ -28,6 +28,38 @@ use crate::store::{ManagedObject, PortAllocation, PortRange, PortRegistry, Share
 pub const NAME: &str = "ports";
 pub const SHARED: &str = "_shared";
 
+/// One allocated port as the CLI (`ports list`) and MCP (`list_ports`) show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct PortLine {
+    pub project: String,
+    pub service: String,
+    pub port: i32,
+    /// The service's public hostname, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// The registry's service allocations joined with desired state, optionally for one project.
+pub fn port_lines(
+    desired: &Desired,
+    registry: &PortRegistry,
+    project: Option<&str>,
+) -> Vec<PortLine> {
+    registry
+        .allocations
+        .iter()
+        .filter(|a| project.is_none_or(|p| p == a.project))
+        .map(|a| PortLine {
+            project: a.project.clone(),
+            service: a.service.clone(),
+            port: a.port,
+            hostname: desired
+                .service(&a.project, &a.service)
+                .and_then(|s| s.hostname.clone()),
+        })
+        .collect()
+}
+
 pub fn block_address(project: &str) -> String {
     format!("ports/{project}")
 }

@@ -154,6 +154,15 @@ impl Desired {
         project_file_path(&self.dir, name)
     }
 
+    /// The declared service `service` of `project`.
+    pub fn service(&self, project: &str, service: &str) -> Option<&Service> {
+        self.projects
+            .get(project)?
+            .services
+            .iter()
+            .find(|s| s.name == service)
+    }
+
     pub fn service_count(&self) -> usize {
         self.projects.values().map(|p| p.services.len()).sum()
     }

@@ -5,7 +5,6 @@
 pub mod db;
 pub mod fake_cloudflare;
 pub mod mcp;
-pub mod mcp_http;
 pub mod test_secrets;
 
 use std::path::{Path, PathBuf};
