@@ -348,9 +348,9 @@ async fn new_hostname_gets_ingress_and_cname_and_the_second_plan_is_empty(ws: Wo
     assert_lines(
         &text,
         &[
-            "tunnel",
+            &format!("tunnel (remote, tunnel {}…)", &cf.tunnel[..8]),
             "+ tunnel/api.example.com ingress api.example.com → http://localhost:3100",
-            "dns",
+            "dns (zone example.com)",
             &format!("+ dns/api.example.com CNAME api.example.com → {target} (proxied)"),
             "Plan: 5 to add, 0 to change, 0 to destroy.",
         ],
@@ -358,6 +358,7 @@ async fn new_hostname_gets_ingress_and_cname_and_the_second_plan_is_empty(ws: Wo
     let sections: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .map(|l| l.split(' ').next().unwrap_or(""))
         .collect();
     assert_eq!(sections[..3], ["ports", "tunnel", "dns"], "{text}");
     assert_eq!(
@@ -1358,9 +1359,9 @@ async fn cli_plan_adopt_apply_through_the_vault(ws: Workspace) {
     assert_lines(
         &text,
         &[
-            "tunnel",
+            &format!("tunnel (remote, tunnel {}…)", &cf.tunnel[..8]),
             "+ tunnel/api.example.com ingress api.example.com → http://localhost:3100",
-            "dns",
+            "dns (zone example.com)",
             &format!(
                 "+ dns/web.example.com CNAME web.example.com → {} (proxied)",
                 cf.target()
@@ -1424,6 +1425,28 @@ async fn cli_plan_adopt_apply_through_the_vault(ws: Workspace) {
 async fn cli_local_mode_plan_shows_sections_and_the_file_diff(ws: Workspace) {
     let cf = Cf::local(ws, "true").await;
     cf.store_token().await;
+    // doctor reaches the zone with the stored token, or says why not.
+    let out = cf.cli(&["doctor"], None).await;
+    expect_code(&out, 0);
+    assert!(
+        support::stdout(&out).contains("ok    cloudflare api  zone example.com reachable"),
+        "{}",
+        support::stdout(&out)
+    );
+    let dead = format!("http://127.0.0.1:{}/client/v4", support::mcp::free_port());
+    let out = cf
+        .cli_with(
+            &["doctor"],
+            None,
+            &[("SUPERVISOR_CLOUDFLARE_API_URL", &dead)],
+        )
+        .await;
+    expect_code(&out, 1);
+    assert!(
+        support::stdout(&out).contains("FAIL  cloudflare api"),
+        "{}",
+        support::stdout(&out)
+    );
     cf.project("shop", 3100, &[("api", Some("api.example.com"))]);
     let out = cf.cli(&["plan"], None).await;
     expect_code(&out, 0);
@@ -1431,14 +1454,15 @@ async fn cli_local_mode_plan_shows_sections_and_the_file_diff(ws: Workspace) {
     let path = cf.config_path().display().to_string();
     assert!(
         text.contains(&format!(
-            "tunnel\n  +   tunnel/api.example.com  ingress api.example.com → http://localhost:3100\n  +   tunnel/config.yml       {path}, then reload: true\n        --- a{path}\n        +++ b{path}\n        @@ -0,0 +1,8 @@\n"
+            "tunnel (local, tunnel {}…)\n  +   tunnel/api.example.com  ingress api.example.com → http://localhost:3100\n  +   tunnel/config.yml       {path}, then reload: true\n        --- a{path}\n        +++ b{path}\n        @@ -0,0 +1,8 @@\n",
+            &cf.tunnel[..8]
         )),
         "{text}"
     );
     assert!(text.contains("        +  - hostname: api.example.com\n        +    service: http://localhost:3100\n        +  - service: http_status:404\n"), "{text}");
     assert!(
         text.contains(&format!(
-            "\ndns\n  +   dns/api.example.com     CNAME api.example.com → {} (proxied)\n",
+            "\ndns (zone example.com)\n  +   dns/api.example.com     CNAME api.example.com → {} (proxied)\n",
             cf.target()
         )),
         "{text}"

@@ -68,7 +68,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         },
     });
 
-    let database = match store::open(&s.database).await {
+    let opened = store::open(&s.database).await;
+    let database = match &opened {
         Ok(db) => match db.info().await {
             Ok(info) => {
                 checks.push(database_check(&info));
@@ -153,6 +154,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     };
 
     checks.extend(provider_checks(&s.state_dir));
+    if let Ok(db) = &opened
+        && let Some(check) = cloudflare_check(ctx, db.clone()).await
+    {
+        checks.push(check);
+    }
 
     let ok = checks.iter().all(|c| c.status != Status::Error);
     let report = Report {
@@ -275,6 +281,46 @@ fn shorten(paths: &[String]) -> String {
     } else {
         shown
     }
+}
+
+/// Whether the configured Cloudflare zone answers with the stored token (a real API call, bounded to
+/// 20 s). `None` when Cloudflare is not configured or the state is invalid.
+async fn cloudflare_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>) -> Option<Check> {
+    let desired = crate::state::load(&ctx.settings.state_dir).ok()?;
+    let cf = desired.cloudflare.as_ref()?;
+    let pctx = super::common::provider_context(ctx, store, &[]).await;
+    let probe = async {
+        let api = crate::providers::cloudflare::connect(cf, &pctx).await?;
+        api.zone_id().await.map(|id| (id, api.base_url.clone()))
+    };
+    Some(
+        match tokio::time::timeout(std::time::Duration::from_secs(20), probe).await {
+            Ok(Ok((id, url))) => Check {
+                name: "cloudflare api",
+                status: Status::Ok,
+                detail: format!("zone {} reachable at {url} (id {id})", cf.zone),
+                fix: None,
+            },
+            Ok(Err(e)) => Check {
+                name: "cloudflare api",
+                status: Status::Error,
+                detail: e.to_string(),
+                fix: Some(format!(
+                    "check the token stored at {} (supervisor secrets set {}), the zone name and SUPERVISOR_CLOUDFLARE_API_URL",
+                    cf.api_token_secret, cf.api_token_secret
+                )),
+            },
+            Err(_) => Check {
+                name: "cloudflare api",
+                status: Status::Error,
+                detail: "no answer from the Cloudflare API within 20 s".into(),
+                fix: Some(
+                    "check the network and SUPERVISOR_CLOUDFLARE_API_URL / cloudflare.api_url"
+                        .into(),
+                ),
+            },
+        },
+    )
 }
 
 fn provider_checks(state_dir: &std::path::Path) -> Vec<Check> {

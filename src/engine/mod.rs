@@ -84,6 +84,12 @@ pub trait Provider: Send + Sync {
     /// Carries out one change this provider planned.
     async fn apply(&self, change: &Change) -> Result<(), ProviderError>;
 
+    /// A few words about what this provider manages, for the plan's section header
+    /// (`remote, tunnel 4f1c5e2a…`, `zone example.com`).
+    fn describe(&self) -> Option<String> {
+        None
+    }
+
     /// How many consecutive changes [`Provider::apply_batch`] takes at once (1: no batching).
     fn batch_size(&self) -> usize {
         1
@@ -186,6 +192,7 @@ impl Engine {
         let mut observed = BTreeMap::new();
         let mut mass_delete = Vec::new();
         let mut resources = Vec::new();
+        let mut described = BTreeMap::new();
         for p in &self.providers {
             let pp = p
                 .plan(desired)
@@ -195,6 +202,9 @@ impl Engine {
                     source,
                 })?;
             observed.insert(p.name().to_string(), pp.fingerprint.clone());
+            if let Some(d) = p.describe() {
+                described.insert(p.name().to_string(), d);
+            }
             let keep = |address: Option<&str>, project: Option<&str>| match address {
                 Some(a) => scope.includes(a, project),
                 None => {
@@ -252,6 +262,7 @@ impl Engine {
             warnings,
             summary,
             resources,
+            providers: described,
         })
     }
 

@@ -138,6 +138,9 @@ pub struct Plan {
     pub errors: Vec<Notice>,
     pub warnings: Vec<Notice>,
     pub summary: Summary,
+    /// Per provider, what it manages (`tunnel`: `remote, tunnel 4f1c5e2a…`), for section headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub providers: BTreeMap<String, String>,
     /// Every declared resource (changed or not); not part of the saved/JSON plan.
     #[serde(skip)]
     pub resources: Vec<super::Resource>,

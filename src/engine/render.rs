@@ -28,7 +28,14 @@ pub fn plan_text(plan: &Plan) -> String {
         .unwrap_or(0)
         .min(60);
     for provider in providers {
-        let _ = writeln!(out, "{provider}");
+        match plan.providers.get(provider) {
+            Some(what) => {
+                let _ = writeln!(out, "{provider} ({what})");
+            }
+            None => {
+                let _ = writeln!(out, "{provider}");
+            }
+        }
         for c in plan.changes.iter().filter(|c| c.provider == provider) {
             let mut line = format!(
                 "  {:<3} {:<width$}  {}",
@@ -132,6 +139,7 @@ mod tests {
             errors: vec![],
             warnings,
             resources: vec![],
+            providers: Default::default(),
         }
     }
 

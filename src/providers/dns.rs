@@ -991,6 +991,10 @@ impl Provider for DnsProvider {
         NAME
     }
 
+    fn describe(&self) -> Option<String> {
+        Some(format!("zone {}", self.api.zone))
+    }
+
     async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
         let wanted = desired_records(desired);
         let observed = self.observe().await?;

@@ -892,6 +892,15 @@ impl Provider for TunnelProvider {
         NAME
     }
 
+    fn describe(&self) -> Option<String> {
+        let id: String = self.settings.id.chars().take(8).collect();
+        let mode = match self.settings.mode {
+            crate::state::TunnelMode::Local => "local",
+            crate::state::TunnelMode::Remote => "remote",
+        };
+        Some(format!("{mode}, tunnel {id}…"))
+    }
+
     async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
         let ports = self.ports(desired).await?;
         let wanted = desired_rules(desired, &ports);

@@ -432,3 +432,12 @@ impl McpClient {
             .unwrap_or(Value::Null))
     }
 }
+
+/// A port nothing listens on right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
