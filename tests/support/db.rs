@@ -108,3 +108,49 @@ macro_rules! conformance {
         }
     };
 }
+
+/// Drops a test database created by [`fresh_postgres_url`] (best effort, at the end of a test), so a
+/// long-lived development server does not accumulate thousands of them. Only `t_…` databases.
+pub fn drop_test_database(url: &str) {
+    let Some(name) = url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .map(str::to_string)
+    else {
+        return;
+    };
+    if !name.starts_with("t_") || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
+        return;
+    };
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = conn.close().await;
+            }
+        });
+    })
+    .join();
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Location::Postgres(url) = &self.location {
+            drop_test_database(url);
+        }
+    }
+}

@@ -113,6 +113,14 @@ impl Workspace {
     }
 }
 
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let Some(url) = &self.database_url {
+            db::drop_test_database(url);
+        }
+    }
+}
+
 /// Defines each named test twice, `sqlite::name` and `postgres::name`, calling `name(Workspace)`.
 #[macro_export]
 macro_rules! cli_conformance {
