@@ -187,3 +187,48 @@ fn the_shipped_example_state_is_valid_and_canonical() {
         .unwrap();
     expect_code(&out, 0);
 }
+
+#[test]
+fn schema_describes_both_file_kinds_and_init_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = supervisor(dir.path()).args(["schema"]).output().unwrap();
+    expect_code(&out, 0);
+    let schema: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let project = &schema["project"];
+    assert_eq!(project["title"], "project");
+    for key in [
+        "name",
+        "path",
+        "port_range",
+        "services",
+        "secrets",
+        "checks",
+    ] {
+        assert!(
+            project["properties"].get(key).is_some(),
+            "project schema lacks {key}"
+        );
+    }
+    assert_eq!(
+        project["additionalProperties"], false,
+        "unknown keys are errors in the schema too"
+    );
+    assert!(
+        schema["supervisor.yaml"]["properties"]
+            .get("cloudflare")
+            .is_some()
+    );
+
+    expect_code(&supervisor(dir.path()).args(["init"]).output().unwrap(), 0);
+    let out = supervisor(dir.path()).args(["init"]).output().unwrap();
+    expect_code(&out, 1);
+    assert!(
+        support::stderr(&out).contains("already exists"),
+        "{}",
+        support::stderr(&out)
+    );
+    expect_code(
+        &supervisor(dir.path()).args(["validate"]).output().unwrap(),
+        0,
+    );
+}
