@@ -273,15 +273,7 @@ pub async fn import_cloudflare(
     for d in dns::desired_records(desired) {
         let host = d.fields.name.as_str();
         if !managed_dns.contains(host) {
-            let unowned: Vec<&ObservedRecord> = by_name
-                .get(host)
-                .map(|rs| {
-                    rs.iter()
-                        .filter(|r| !owned_ids.contains(r.id.as_str()))
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
+            let unowned = dns::unowned(by_name.get(host), &owned_ids);
             match unowned.as_slice() {
                 [] => {}
                 [r] if matches!(

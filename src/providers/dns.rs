@@ -195,6 +195,22 @@ pub struct DesiredRecord {
 }
 
 /// The record every service hostname needs, ordered by hostname.
+/// The records at a name that the supervisor does not own (in the way of a desired record, or
+/// candidates for adoption).
+pub(crate) fn unowned<'a>(
+    at_name: Option<&Vec<&'a ObservedRecord>>,
+    owned_ids: &HashSet<&str>,
+) -> Vec<&'a ObservedRecord> {
+    at_name
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| !owned_ids.contains(r.id.as_str()))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn desired_records(desired: &Desired) -> Vec<DesiredRecord> {
     let Some(cf) = &desired.cloudflare else {
         return Vec::new();
@@ -359,15 +375,7 @@ pub fn diff(
                 }
             }
             (managed, _) => {
-                let in_the_way: Vec<&ObservedRecord> = by_name
-                    .get(name)
-                    .map(|rs| {
-                        rs.iter()
-                            .filter(|r| !owned_ids.contains(r.id.as_str()))
-                            .copied()
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let in_the_way = unowned(by_name.get(name), &owned_ids);
                 if in_the_way.is_empty() {
                     let after = Planned {
                         snapshot: RecordSnapshot {

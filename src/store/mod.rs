@@ -2,7 +2,7 @@
 //! and knowledge.
 //!
 //! One set of repository traits ([`SecretRepo`], [`PortRepo`], [`InventoryRepo`], [`JournalRepo`],
-//! [`KnowledgeRepo`], [`TokenRepo`]) gathered into [`Store`], with two real implementations:
+//! [`KnowledgeRepo`], [`TokenRepo`], [`HealthRepo`]) gathered into [`Store`], with two real implementations:
 //!
 //! * [`sqlite::SqliteStore`] — the embedded default (bundled SQLite, WAL, sqlite-vec, FTS5), a file under
 //!   `.supervisor/` next to the state directory, created on first use;
@@ -201,18 +201,20 @@ pub async fn open(location: &Location) -> Result<Arc<dyn Store>> {
 /// Everything the supervisor keeps in its database.
 #[async_trait]
 pub trait Store:
-    SecretRepo + PortRepo + InventoryRepo + JournalRepo + KnowledgeRepo + TokenRepo + Send + Sync
+    SecretRepo
+    + PortRepo
+    + InventoryRepo
+    + JournalRepo
+    + KnowledgeRepo
+    + TokenRepo
+    + HealthRepo
+    + Send
+    + Sync
 {
     fn backend(&self) -> Backend;
 
     /// Backend, version, vector support and migrations, for `doctor`.
     async fn info(&self) -> Result<DatabaseInfo>;
-
-    /// A round trip to the database (`/health`).
-    async fn ping(&self) -> Result<()>;
-
-    /// Task timers started and not completed.
-    async fn running_tasks(&self) -> Result<i64>;
 
     /// Takes the apply lock (one apply at a time per database), waiting up to `timeout`.
     /// PostgreSQL: a session advisory lock on a dedicated connection (never through the pool).
@@ -290,6 +292,15 @@ impl fmt::Debug for ApplyLock {
             LockInner::Postgres(_) => f.write_str("ApplyLock(postgres advisory)"),
         }
     }
+}
+
+/// What `/health` asks the database.
+#[async_trait]
+pub trait HealthRepo {
+    /// A round trip to the database.
+    async fn ping(&self) -> Result<()>;
+    /// Task timers started and not completed.
+    async fn running_tasks(&self) -> Result<i64>;
 }
 
 // ---------------------------------------------------------------------------------------------------

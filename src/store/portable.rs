@@ -5,6 +5,24 @@
 macro_rules! portable_repos {
     ($store:ty) => {
         #[async_trait::async_trait]
+        impl $crate::store::HealthRepo for $store {
+            async fn ping(&self) -> $crate::store::Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("reach the database"))?;
+                Ok(())
+            }
+
+            async fn running_tasks(&self) -> $crate::store::Result<i64> {
+                sqlx::query_scalar("SELECT count(*) FROM task_executions WHERE status = 'running'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("count running task timers"))
+            }
+        }
+
+        #[async_trait::async_trait]
         impl $crate::store::SecretRepo for $store {
             async fn put_secret(&self, row: &$crate::store::SecretRow) -> $crate::store::Result<()> {
                 sqlx::query(

@@ -233,21 +233,6 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("reach the database"))?;
-        Ok(())
-    }
-
-    async fn running_tasks(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM task_executions WHERE status = 'running'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query("count running task timers"))
-    }
-
     async fn lock_apply(&self, timeout: Duration) -> Result<ApplyLock> {
         let started = Instant::now();
         loop {
