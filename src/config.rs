@@ -14,6 +14,10 @@
 //! resync_interval_secs = 300
 //! allowed_hosts = ["localhost", "127.0.0.1"]
 //! rate_limit_per_second = 50
+//! max_connections = 1024          # capped below the open-file limit; /health keeps a reserve
+//! header_read_timeout_secs = 10   # also how long an idle keep-alive connection is kept
+//! sessions_per_token = 16         # MCP sessions one token may hold; the least recently used goes
+//! session_idle_secs = 120         # an MCP session unused this long is closed
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -62,6 +66,17 @@ pub struct ServeConfig {
     pub allowed_hosts: Vec<String>,
     /// Requests per second per token (burst: twice that). 0 disables the limit.
     pub rate_limit_per_second: u32,
+    /// Most simultaneous connections (lowered to fit the process's open-file limit). A few more are
+    /// always accepted for `/health` and `/metrics` only.
+    pub max_connections: u32,
+    /// A request's headers must arrive within this time, and an idle keep-alive connection is closed
+    /// after it.
+    pub header_read_timeout_secs: u64,
+    /// Open MCP sessions per token (per principal); a new one beyond this closes the least recently
+    /// used.
+    pub sessions_per_token: u32,
+    /// An MCP session with no request for this long is closed (the client starts a new one).
+    pub session_idle_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -73,6 +88,10 @@ impl Default for ServeConfig {
             debounce_millis: 300,
             allowed_hosts: Vec::new(),
             rate_limit_per_second: 100,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            sessions_per_token: 16,
+            session_idle_secs: 120,
         }
     }
 }

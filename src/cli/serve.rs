@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use rmcp::ServiceExt;
 
 use super::common::{cli_actor, open_store};
 use super::{Context, McpArgs, ServeArgs};
 use crate::mcp::auth::Principal;
 use crate::mcp::{Endpoint, McpServer};
+use crate::serve::connections::{self, ConnectionLimits};
 use crate::serve::http::{self, HttpConfig};
 use crate::serve::reconcile::{self, LoopConfig};
 use crate::serve::runtime::Runtime;
@@ -52,6 +52,19 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let vault = super::common::vault(ctx, store.clone()).await?;
     let rt = Runtime::new(ctx.settings.clone(), store, vault, auto_apply)?;
 
+    let nofile = connections::raise_fd_limit();
+    let limits = ConnectionLimits {
+        max_connections: connections::effective_max(cfg.max_connections as usize, nofile),
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs.max(1)),
+    };
+    if limits.max_connections < cfg.max_connections as usize {
+        tracing::warn!(
+            configured = cfg.max_connections,
+            open_file_limit = nofile,
+            cap = limits.max_connections,
+            "max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -64,6 +77,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             no_auth: args.no_auth,
             allowed_hosts: cfg.allowed_hosts.clone(),
             rate_limit_per_second: cfg.rate_limit_per_second,
+            sessions_per_token: cfg.sessions_per_token.max(1),
+            session_idle: Duration::from_secs(cfg.session_idle_secs.max(1)),
         },
         &shutdown,
     );
@@ -85,27 +100,32 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         if auto_apply { "; auto-apply on" } else { "" }
     );
-    let server_shutdown = shutdown.clone();
-    // TCP_NODELAY: MCP answers in a session are server-sent events written in several small pieces
-    // (rmcp's priming event, then the message); with Nagle's algorithm on, the second piece waits for the
-    // client's delayed ACK, adding ~40 ms to every call.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_file_limit = nofile,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        "connection limits"
+    );
+    let signalled = shutdown.clone();
+    tokio::spawn(async move {
         tokio::select! {
             _ = shutdown_signal() => {}
-            _ = server_shutdown.cancelled() => {}
+            _ = signalled.cancelled() => {}
         }
         // In-flight requests finish; the reconciler stops at the next change boundary.
-        server_shutdown.cancel();
+        signalled.cancel();
     });
-    let served = server.await;
+    let counted = rt.clone();
+    connections::serve(
+        listener,
+        app,
+        limits,
+        move || counted.metrics.rejected("connection_limit"),
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = reconciler.await;
-    served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
     eprintln!("supervisor stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,14 @@
 //! gets its endpoint without a restart).
 //!
 //! In front of MCP: bearer-token authentication (401 without a valid token, 403 on another project's
-//! endpoint), a per-token rate limit (429 with `Retry-After`), and rmcp's Host/Origin validation
-//! (DNS-rebinding protection) with configurable allowed hosts.
+//! endpoint; the scheme is case-insensitive), a throttle on clients that keep failing authentication
+//! (429 with `Retry-After`, see [`super::guard`]), a per-token rate limit (429 with `Retry-After`), and
+//! rmcp's Host/Origin validation (DNS-rebinding protection) with configurable allowed hosts.
+//!
+//! A POST body is read whole (at most [`MAX_BODY`], within [`BODY_READ_TIMEOUT`]) before rmcp sees it:
+//! a body that is not JSON is answered here with HTTP 400 and the JSON-RPC parse error (-32700). Each
+//! principal holds at most `sessions_per_token` MCP sessions (the least recently used is closed), and
+//! sessions idle for `session_idle` are closed by rmcp.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,21 +19,25 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{FailedAuth, SessionLimits, TtlCache};
 use super::runtime::Runtime;
 use crate::mcp::auth::{self, Principal};
 use crate::mcp::{Endpoint, McpServer};
 
 type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
+/// An endpoint's rmcp service and its session manager (to close sessions beyond the limit).
+type EndpointService = (Arc<McpService>, Arc<LocalSessionManager>);
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -37,20 +47,38 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// Requests per second per token (burst: twice that); 0 = unlimited.
     pub rate_limit_per_second: u32,
+    /// Open MCP sessions per principal.
+    pub sessions_per_token: u32,
+    /// An MCP session unused this long is closed.
+    pub session_idle: Duration,
 }
 
-/// How long a verified (or refused) token is trusted before the database is asked again: revocation
-/// takes effect within this time.
+/// How long a verified token is trusted before the database is asked again: revocation takes effect
+/// within this time. Refused tokens are not cached.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Most verified tokens cached at once.
+const AUTH_CACHE_CAPACITY: usize = 1024;
+/// Authentication failures a client may have at once, then one per second.
+const AUTH_FAILURE_BURST: u32 = 10;
+const AUTH_FAILURES_PER_SECOND: f64 = 1.0;
+/// Most clients whose failures are counted.
+const AUTH_FAILURE_CLIENTS: usize = 10_000;
 /// `last_used_at` is written at most this often per token.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Largest MCP request body (a secret is at most 1 MiB, escaped in JSON).
+pub const MAX_BODY: usize = 8 << 20;
+/// A request body must arrive within this time.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const SESSION_HEADER: &str = "mcp-session-id";
 
 struct AppState {
     rt: Arc<Runtime>,
     cfg: HttpConfig,
     mcp_config: StreamableHttpServerConfig,
-    endpoints: Mutex<HashMap<Endpoint, Arc<McpService>>>,
-    auth_cache: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    endpoints: Mutex<HashMap<Endpoint, EndpointService>>,
+    auth_cache: TtlCache<String, Principal>,
+    failed_auth: FailedAuth,
+    sessions: SessionLimits,
     touched: Mutex<HashMap<String, Instant>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -59,8 +87,36 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
 
+/// The JSON-RPC answer to a body that is not JSON: HTTP 400 with error -32700.
+fn parse_error(detail: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32700, "message": format!("Parse error: the request body is not valid JSON ({detail})")}
+        })),
+    )
+        .into_response()
+}
+
+/// Who holds a session, for [`SessionLimits`].
+fn principal_key(p: Option<&Principal>) -> String {
+    match p {
+        Some(p) => p.token_id().map_or_else(|| p.actor(), str::to_string),
+        None => "anonymous".into(),
+    }
+}
+
+fn session_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 impl AppState {
-    fn service(&self, endpoint: Endpoint) -> Arc<McpService> {
+    fn service(&self, endpoint: &Endpoint) -> EndpointService {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(endpoint.clone())
             .or_insert_with(|| {
@@ -69,32 +125,30 @@ impl AppState {
                 let fallback = Principal::Local {
                     who: "serve".into(),
                 };
-                Arc::new(StreamableHttpService::new(
+                let mut sessions = LocalSessionManager::default();
+                let mut config = SessionConfig::default();
+                config.keep_alive = Some(self.cfg.session_idle);
+                sessions.session_config = config;
+                let sessions = Arc::new(sessions);
+                let service = Arc::new(StreamableHttpService::new(
                     move || Ok(McpServer::new(rt.clone(), ep.clone(), fallback.clone())),
-                    Arc::new(LocalSessionManager::default()),
+                    sessions.clone(),
                     self.mcp_config.clone(),
-                ))
+                ));
+                (service, sessions)
             })
             .clone()
     }
 
     async fn verify(&self, token: &str) -> Result<Option<Principal>, crate::store::StoreError> {
         let key = auth::hash_token(token);
-        let cached = self
-            .auth_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
-            .map(|(p, _)| p.clone());
-        if let Some(p) = cached {
-            return Ok(p);
+        if let Some(p) = self.auth_cache.get(&key) {
+            return Ok(Some(p));
         }
         let principal = auth::verify(self.rt.store.as_ref(), token).await?;
-        self.auth_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (principal.clone(), Instant::now()));
+        if let Some(p) = &principal {
+            self.auth_cache.insert(key, p.clone());
+        }
         if let Some(id) = principal.as_ref().and_then(|p| p.token_id()) {
             let due = {
                 let mut t = self.touched.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,18 +198,42 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
         });
         return next.run(req).await;
     }
+    // RFC 7235: the scheme is case-insensitive (`Bearer`, `bearer`, `BEARER`).
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .map(str::to_string);
+        .and_then(|v| v.trim_start().split_once([' ', '\t']))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    // A client that keeps failing is refused before its token is looked up, unless the token is one
+    // that verified a moment ago (clients sharing a proxy's address keep working).
+    let recently_verified = presented
+        .as_deref()
+        .is_some_and(|t| st.auth_cache.get(&auth::hash_token(t)).is_some());
+    if let Some(ip) = client
+        && !recently_verified
+        && let Err(retry) = st.failed_auth.check(ip)
+    {
+        st.rt.metrics.rejected("auth_throttled");
+        let mut r = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address; wait before retrying",
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let unauthorized = |msg: &str| {
         st.rt.metrics.rejected("unauthorized");
+        if let Some(ip) = client {
+            st.failed_auth.failed(ip);
+        }
         let mut r = json_error(StatusCode::UNAUTHORIZED, msg);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -217,8 +295,72 @@ async fn dispatch(st: &AppState, endpoint: Endpoint, req: Request) -> Response {
             &format!("there is no project `{project}`"),
         );
     }
-    let svc = st.service(endpoint);
-    svc.handle(req).await.map(Body::new)
+    let req = match read_body(req).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let holder = principal_key(principal.as_ref());
+    let session = session_of(req.headers());
+    if let Some(id) = &session {
+        st.sessions.touch(&holder, id);
+    }
+    let closing = req.method() == axum::http::Method::DELETE;
+    let (svc, sessions) = st.service(&endpoint);
+    let response = svc.handle(req).await.map(Body::new);
+    match (&session, session_of(response.headers())) {
+        (Some(id), _) if closing => st.sessions.closed(&holder, id),
+        (None, Some(created)) => {
+            for (ep, old) in st.sessions.opened(&holder, &endpoint, &created) {
+                let manager = if ep == endpoint {
+                    sessions.clone()
+                } else {
+                    st.service(&ep).1
+                };
+                let _ = manager.close_session(&Arc::from(old.as_str())).await;
+            }
+        }
+        _ => {}
+    }
+    response
+}
+
+/// Reads a POST body whole (bounded in size and time) and refuses one that claims to be JSON but is not;
+/// other requests pass untouched.
+async fn read_body(req: Request) -> Result<Request, Response> {
+    if req.method() != axum::http::Method::POST {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return Err(json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body is larger than {MAX_BODY} bytes, or was cut off"),
+                ));
+            }
+            Err(_) => {
+                return Err(json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                ));
+            }
+        };
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if is_json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        // serde_json's message names a position, never the input.
+        return Err(parse_error(&e.to_string()));
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 async fn mcp_meta(State(st): State<Arc<AppState>>, req: Request) -> Response {
@@ -301,13 +443,21 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_json_response(true)
+        .with_max_request_body_bytes(MAX_BODY)
         .with_cancellation_token(shutdown.child_token());
+    let sessions = SessionLimits::new(cfg.sessions_per_token as usize, cfg.session_idle);
     let state = Arc::new(AppState {
         rt,
         cfg,
         mcp_config,
+        auth_cache: TtlCache::new(AUTH_CACHE_TTL, AUTH_CACHE_CAPACITY),
+        failed_auth: FailedAuth::new(
+            AUTH_FAILURE_BURST,
+            AUTH_FAILURES_PER_SECOND,
+            AUTH_FAILURE_CLIENTS,
+        ),
+        sessions,
         endpoints: Mutex::new(HashMap::new()),
-        auth_cache: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashMap::new()),
         buckets: Mutex::new(HashMap::new()),
     });

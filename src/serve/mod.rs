@@ -1,6 +1,8 @@
 //! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`) and the
 //! reconcile loop that keeps reality converged.
 
+pub mod connections;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;

@@ -63,10 +63,15 @@ impl Server {
     /// and waits until `/health` answers 200. Port 0: the kernel picks a free port, which the server
     /// prints; no race with other tests.
     pub async fn start(ws: &Workspace, extra: &[&str]) -> Server {
-        let mut child = ws
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
+        let mut cmd = ws.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Server::spawn(cmd).await
+    }
+
+    /// Starts `cmd` (a `supervisor … serve --listen 127.0.0.1:0 …` command, environment already set)
+    /// and waits until `/health` answers 200.
+    pub async fn spawn(mut cmd: std::process::Command) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -378,6 +383,25 @@ impl McpClient {
             r = r.header("mcp-session-id", s);
         }
         r
+    }
+
+    /// A JSON-RPC request in the session; returns the whole response (`result` or `error`).
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        self.raw(method, params).await.0
+    }
+
+    /// A JSON-RPC request in the session; returns the HTTP status and body, whatever they are.
+    pub async fn try_rpc(&self, method: &str, params: Value) -> (u16, String) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp = self
+            .request(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .send()
+            .await
+            .expect("MCP request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
     }
 
     async fn raw(&self, method: &str, params: Value) -> (Value, Option<String>) {
