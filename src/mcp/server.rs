@@ -382,9 +382,16 @@ impl McpServer {
         let started = Instant::now();
         let result = body.await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.runtime
-            .metrics
-            .tool_call(tool, outcome, started.elapsed());
+        let elapsed = started.elapsed();
+        // Which tool, how it ended and how long it took — never its arguments or result (rmcp's own
+        // message logging is capped for that reason; see `logging`).
+        tracing::info!(
+            tool,
+            outcome,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "MCP tool call"
+        );
+        self.runtime.metrics.tool_call(tool, outcome, elapsed);
         result
     }
 
