@@ -90,6 +90,95 @@ async fn doctor_against_postgres_reports_pgvector_and_migrations() {
     assert_eq!(report["database"]["migrations_applied"][0]["version"], 1);
 }
 
+/// Passwords and tokens in a database URL — in the user part, in the query string, in libpq's key=value
+/// form — appear in no output and no log line, whether the database answers or not.
+#[tokio::test]
+async fn credentials_in_database_urls_are_never_printed() {
+    let fresh = support::db::fresh_postgres_url().await;
+    let creds = ["correct-horse-77", "battery-staple-88", "ordinary-word-55"];
+    let (scheme_less, query) = fresh
+        .strip_prefix("postgres://")
+        .unwrap()
+        .split_once('?')
+        .map_or(
+            (fresh.strip_prefix("postgres://").unwrap(), ""),
+            |(a, q)| (a, q),
+        );
+    let host_and_db = scheme_less.rsplit_once('@').map_or(scheme_less, |(_, h)| h);
+    let user = scheme_less
+        .rsplit_once('@')
+        .map_or("postgres", |(u, _)| u.split(':').next().unwrap());
+    let extra = if query.is_empty() {
+        String::new()
+    } else {
+        format!("&{query}")
+    };
+    let working = format!(
+        "postgres://{user}:{}@{host_and_db}?sslpassword={}&password={}{extra}",
+        creds[0], creds[1], creds[2]
+    );
+    let unreachable = format!(
+        "postgres://{user}:{}@127.0.0.1:1/db?sslpassword={}&password={}",
+        creds[0], creds[1], creds[2]
+    );
+    let dsn = format!("host=127.0.0.1 user=u password={}", creds[0]);
+    let dir = tempfile::tempdir().unwrap();
+    copy_example_state(dir.path());
+    let run = |url: &str, args: &[&str]| {
+        let mut cmd = supervisor(dir.path());
+        cmd.env("DATABASE_URL", url)
+            .env("LOG_LEVEL", "trace")
+            .arg("-vvv")
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let clean = |what: &str, out: &std::process::Output| {
+        let all = format!("{}{}", stdout(out), support::stderr(out));
+        for c in creds {
+            assert!(!all.contains(c), "{what}: a credential was printed:\n{all}");
+        }
+        all
+    };
+    let out = run(&working, &["doctor"]);
+    expect_code(&out, 0);
+    let text = clean("doctor", &out);
+    assert!(
+        text.contains(&format!(
+            "postgres://{user}:***@{host_and_db}?sslpassword=***&password=***"
+        )),
+        "{text}"
+    );
+    for args in [&["doctor", "--json"][..], &["plan"], &["status"]] {
+        let out = run(&working, args);
+        expect_code(&out, 0);
+        clean(&args.join(" "), &out);
+    }
+    for args in [&["doctor"][..], &["plan"]] {
+        let out = run(&unreachable, args);
+        expect_code(&out, 1);
+        let text = clean(&format!("{} (unreachable)", args.join(" ")), &out);
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+    }
+    let out = run(&dsn, &["plan"]);
+    expect_code(&out, 1);
+    clean("plan (key=value form)", &out);
+    // The legacy import's source URL is a database URL too.
+    let out = run(
+        &working,
+        &[
+            "secrets",
+            "import-legacy",
+            "--from",
+            &unreachable,
+            "--legacy-key-file",
+            "missing.key",
+        ],
+    );
+    expect_code(&out, 1);
+    clean("import-legacy", &out);
+    support::db::drop_test_database(&fresh);
+}
+
 #[test]
 fn doctor_fails_with_the_fix_named_when_something_required_is_broken() {
     let dir = tempfile::tempdir().unwrap();

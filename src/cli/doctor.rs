@@ -291,7 +291,9 @@ async fn cloudflare_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>
     let pctx = super::common::provider_context(ctx, store, &[]).await;
     let probe = async {
         let api = crate::providers::cloudflare::connect(cf, &pctx).await?;
-        api.zone_id().await.map(|id| (id, api.base_url.clone()))
+        api.zone_id()
+            .await
+            .map(|id| (id, crate::store::redact_url(&api.base_url)))
     };
     Some(
         match tokio::time::timeout(std::time::Duration::from_secs(20), probe).await {

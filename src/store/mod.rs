@@ -168,26 +168,149 @@ pub fn default_sqlite_path(state_dir: &Path) -> PathBuf {
     parent.join(".supervisor").join("supervisor.db")
 }
 
-/// A database URL fit for messages: the password (if any) replaced by `***`.
+/// A URL (or libpq `key=value` connection string) fit for messages and logs: every credential it can
+/// carry replaced by `***` — the password of the user part, and the value of every query (or fragment,
+/// or `key=value`) parameter whose name suggests a credential ([`is_credential_key`]: `password`,
+/// `sslpassword`, `passfile`, `token`, `api_key`, `secret`, …). Everything else is kept, so the message
+/// still says where.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return redact_key_values(url);
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    // The user part ends at the last `@`: a password may hold unencoded `/`, `?`, `#` or `@` (wrong,
+    // but typed), and must not leak because of it. When that `@` was in fact in the query, everything
+    // before it is masked — less helpful, never a leak.
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
+    let (location, fragment) = match after.split_once('#') {
+        Some((l, f)) => (l, Some(f)),
+        None => (after, None),
+    };
+    let (path, query) = match location.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (location, None),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(info) = userinfo {
+        if info.contains(['/', '?', '#', '=']) {
+            out.push_str("***@");
+        } else {
+            match info.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                None => out.push_str(&format!("{info}@")),
             }
         }
-        None => url.to_string(),
     }
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&redact_pairs(q, '&'));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(&redact_pairs(f, '&'));
+    }
+    out
+}
+
+/// Whether a parameter named `key` (percent-decoded, any case) holds a credential.
+pub fn is_credential_key(key: &str) -> bool {
+    let key = percent_decode(key).to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "auth",
+        "key",
+        "credential",
+        "sig",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a=1&password=x` → `a=1&password=***`.
+fn redact_pairs(text: &str, separator: char) -> String {
+    text.split(separator)
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_credential_key(k) => format!("{k}=***"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
+}
+
+/// libpq's `host=h password=x` form (values may be single-quoted, with spaces).
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let Some(eq) = rest
+            .find('=')
+            .filter(|&i| !rest[..i].contains(char::is_whitespace))
+        else {
+            out.push_str(rest);
+            break;
+        };
+        let key = &rest[..eq];
+        let value_and_more = &rest[eq + 1..];
+        let value_len = if let Some(quoted) = value_and_more.strip_prefix('\'') {
+            // Up to the closing quote (a backslash escapes the next character).
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = Some(i + 2);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            end.unwrap_or(value_and_more.len())
+        } else {
+            value_and_more
+                .find(char::is_whitespace)
+                .unwrap_or(value_and_more.len())
+        };
+        out.push_str(key);
+        out.push('=');
+        if is_credential_key(key) {
+            out.push_str("***");
+        } else {
+            out.push_str(&value_and_more[..value_len]);
+        }
+        rest = &value_and_more[value_len..];
+    }
+    out
 }
 
 /// Opens (creating and migrating as needed) the store at `location`.
@@ -699,6 +822,50 @@ mod tests {
             redact_url("postgres://u:p@ss@db/app"),
             "postgres://u:***@db/app"
         );
+    }
+
+    #[test]
+    fn every_credential_a_url_can_carry_is_masked() {
+        for (url, shown) in [
+            (
+                "postgres://u@h/db?password=hunter2",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&sslpassword=pw&passfile=/home/u/.pgpass&application_name=x",
+                "postgres://u@h/db?sslmode=require&sslpassword=***&passfile=***&application_name=x",
+            ),
+            (
+                "postgres://u:pw@h/db?PASSWORD=x&Token=y&api_key=z&access_token=t&secret=s&sig=q",
+                "postgres://u:***@h/db?PASSWORD=***&Token=***&api_key=***&access_token=***&secret=***&sig=***",
+            ),
+            // Percent-encoded key names are still recognised.
+            (
+                "postgres://h/db?pass%77ord=x",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            // A password with unencoded `/`, `?` or `#` still ends before the last `@`.
+            ("postgres://u:p/a?s#s@h/db", "postgres://***@h/db"),
+            ("postgres://u:p@s@h/db", "postgres://u:***@h/db"),
+            // An `@` in the query: nothing of what precedes it is shown.
+            (
+                "postgres://h/db?password=x&app=me@laptop",
+                "postgres://***@laptop",
+            ),
+            (
+                "https://api.example.com/v4?token=abc#access_token=def",
+                "https://api.example.com/v4?token=***#access_token=***",
+            ),
+            // libpq's key=value form.
+            (
+                "host=db user=u password=hunter2 sslpassword='two words'",
+                "host=db user=u password=*** sslpassword=***",
+            ),
+            ("sqlite://data/s.db?mode=rwc", "sqlite://data/s.db?mode=rwc"),
+            ("postgres://h/db?password", "postgres://h/db?password"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]
