@@ -419,7 +419,7 @@ fn key_problems_are_clear_errors_that_change_nothing(env: &Env) {
     assert!(
         err.contains("cannot decrypt the secret at meta/k/a")
             && err.contains("fingerprint")
-            && err.contains("key is most likely wrong"),
+            && err.contains("it is the wrong key"),
         "{err}"
     );
     assert!(!err.contains(&wrong) && !err.contains(&value));
@@ -446,6 +446,37 @@ fn key_problems_are_clear_errors_that_change_nothing(env: &Env) {
     );
     expect_code(&out, 1);
     assert!(stderr(&out).contains("does not match this vault"));
+    // A wrong key deletes nothing either.
+    let out = run(
+        env.bare()
+            .env("SECRETS_ENCRYPTION_KEY", &wrong)
+            .args(["secrets", "delete", "meta/k/a"]),
+        None,
+    );
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("does not match this vault"),
+        "{}",
+        stderr(&out)
+    );
+    // A key file that never ends is refused after a few kilobytes, not read to exhaustion.
+    let started = std::time::Instant::now();
+    let out = run(
+        env.bare()
+            .args(["secrets", "get", "meta/k/a", "--key-file", "/dev/zero"]),
+        None,
+    );
+    expect_code(&out, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("/dev/zero") && stderr(&out).contains("larger than"),
+        "{}",
+        stderr(&out)
+    );
     let after = env.list_json();
     assert_eq!(before, after, "paths, versions, counters unchanged");
     assert_eq!(stdout(&env.get("meta/k/a")), format!("{value}\n"));

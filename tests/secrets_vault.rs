@@ -35,6 +35,11 @@ conformance!(
     legacy_import_brings_values_and_metadata,
     legacy_import_is_all_or_nothing,
     bad_values_are_refused,
+    every_secret_altered_does_not_block_the_right_key,
+    a_wrong_key_deletes_nothing,
+    rotation_moves_the_key_check_to_the_new_key,
+    a_vault_without_a_check_value_gets_one_on_first_verification,
+    an_emptied_vault_may_start_over_with_another_key,
 );
 
 fn key(seed: u8) -> EncryptionKey {
@@ -132,6 +137,37 @@ async fn set_raw_ciphertext(db: &TestDb, p: &str, ciphertext: &[u8]) {
             conn.close().await.unwrap();
         }
     }
+}
+
+/// Runs a statement on the test database directly, bypassing the store.
+async fn raw_execute(db: &TestDb, sql: &'static str) {
+    match &db.location {
+        Location::Sqlite(file) => {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Location::Postgres(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+/// Flips the last bit of the stored ciphertext of `p`.
+async fn corrupt(db: &TestDb, p: &str) {
+    let mut c = ciphertexts(db)
+        .await
+        .into_iter()
+        .find(|(q, _)| q == p)
+        .unwrap()
+        .1;
+    let last = c.len() - 1;
+    c[last] ^= 1;
+    set_raw_ciphertext(db, p, &c).await;
 }
 
 async fn ciphertexts(db: &TestDb) -> Vec<(String, Vec<u8>)> {
@@ -348,7 +384,7 @@ async fn a_wrong_key_is_named_and_changes_nothing(db: &TestDb) {
     }
     let msg = err.to_string();
     assert!(
-        msg.contains(&fingerprint) && msg.contains("key is most likely wrong"),
+        msg.contains(&fingerprint) && msg.contains("it is the wrong key"),
         "{msg}"
     );
     assert!(!msg.contains(&val));
@@ -960,4 +996,162 @@ async fn bad_values_are_refused(db: &TestDb) {
     // Debug never shows a value.
     let shown = format!("{:?}", value("fake-debug-4711"));
     assert!(!shown.contains("4711"), "{shown}");
+}
+
+/// The key is checked against a per-key-version check value, not against the secrets: with every
+/// stored ciphertext altered, the right key still writes, and each broken secret is reported as altered
+/// (not as a wrong key), while a wrong key is still refused with certainty.
+async fn every_secret_altered_does_not_block_the_right_key(db: &TestDb) {
+    let right = vault(db, key(40));
+    for i in 0..7 {
+        put(&right, &format!("meta/alt/s{i}"), &fake("alt")).await;
+    }
+    for i in 0..7 {
+        corrupt(db, &format!("meta/alt/s{i}")).await;
+    }
+    let fresh = fake("fresh");
+    put(&right, "meta/alt/new", &fresh).await;
+    assert_eq!(read(&right, "meta/alt/new").await.unwrap(), fresh);
+    match read(&right, "meta/alt/s0").await.unwrap_err() {
+        VaultError::Undecryptable { diagnosis, .. } => {
+            assert_eq!(diagnosis, Diagnosis::AlteredOrMoved)
+        }
+        other => panic!("expected Undecryptable, got {other:?}"),
+    }
+    let wrong = vault(db, key(41));
+    let before = ciphertexts(db).await;
+    let err = wrong
+        .set(
+            &path("meta/alt/new"),
+            &value(&fake("x")),
+            &SetOptions::default(),
+            &cli(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::KeyMismatch { .. }), "{err:?}");
+    match read(&wrong, "meta/alt/new").await.unwrap_err() {
+        VaultError::Undecryptable { diagnosis, .. } => assert_eq!(diagnosis, Diagnosis::WrongKey),
+        other => panic!("expected Undecryptable, got {other:?}"),
+    }
+    let msg = read(&wrong, "meta/alt/new").await.unwrap_err().to_string();
+    assert!(msg.contains("it is the wrong key"), "{msg}");
+    assert_eq!(ciphertexts(db).await, before);
+}
+
+async fn a_wrong_key_deletes_nothing(db: &TestDb) {
+    let right = vault(db, key(42));
+    let val = fake("keep");
+    put(&right, "meta/del/a", &val).await;
+    let wrong = vault(db, key(43));
+    let err = wrong.delete(&path("meta/del/a"), &cli()).await.unwrap_err();
+    assert!(matches!(err, VaultError::KeyMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("Nothing was changed"), "{err}");
+    assert_eq!(read(&right, "meta/del/a").await.unwrap(), val);
+    let log = right.audit_log(None, 10, &cli()).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.action == "delete" && e.outcome == "key_mismatch"),
+        "{log:?}"
+    );
+    right.delete(&path("meta/del/a"), &cli()).await.unwrap();
+    assert!(matches!(
+        read(&right, "meta/del/a").await,
+        Err(VaultError::NotFound { .. })
+    ));
+}
+
+async fn rotation_moves_the_key_check_to_the_new_key(db: &TestDb) {
+    let old_key = key(44);
+    let old = vault(db, old_key.clone());
+    put(&old, "meta/rc/a", &fake("a")).await;
+    let new_key = key(45);
+    old.rotate_key(&new_key, &cli()).await.unwrap();
+    let checks = db.store.key_checks().await.unwrap();
+    assert_eq!(
+        checks.iter().map(|c| c.key_version).collect::<Vec<_>>(),
+        [2],
+        "one check value, for the new key version"
+    );
+    // The old key is now refused for writes with certainty, even though the vault holds secrets of
+    // no other version; the new key writes version 2.
+    let err = old
+        .set(
+            &path("meta/rc/b"),
+            &value(&fake("b")),
+            &SetOptions::default(),
+            &cli(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::KeyMismatch { .. }), "{err:?}");
+    let new = vault(db, new_key);
+    put(&new, "meta/rc/b", &fake("b")).await;
+    let cts = ciphertexts(db).await;
+    assert!(
+        cts.iter().all(|(_, c)| c[0] == 2),
+        "every secret at version 2"
+    );
+    // A failed rotation leaves the check value as it was.
+    corrupt(db, "meta/rc/a").await;
+    assert!(new.rotate_key(&key(46), &cli()).await.is_err());
+    assert_eq!(db.store.key_checks().await.unwrap(), checks);
+}
+
+/// A vault written before check values existed: the first successful verification against its
+/// secrets records one (and a wrong key records nothing).
+async fn a_vault_without_a_check_value_gets_one_on_first_verification(db: &TestDb) {
+    let right = vault(db, key(47));
+    for i in 0..8 {
+        put(&right, &format!("meta/old/s{i}"), &fake("old")).await;
+    }
+    raw_execute(db, "DELETE FROM secret_key_checks").await;
+    // The newest secrets are damaged; an older one still opens: the right key is recognised.
+    for i in 2..8 {
+        corrupt(db, &format!("meta/old/s{i}")).await;
+    }
+    let wrong = vault(db, key(48));
+    let err = wrong
+        .set(
+            &path("meta/old/x"),
+            &value(&fake("x")),
+            &SetOptions::default(),
+            &cli(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::KeyMismatch { .. }), "{err:?}");
+    assert!(db.store.key_checks().await.unwrap().is_empty());
+    put(&right, "meta/old/x", &fake("x")).await;
+    let checks = db.store.key_checks().await.unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].key_version, 1);
+    // From now on the check value decides.
+    assert!(matches!(
+        wrong.delete(&path("meta/old/x"), &cli()).await,
+        Err(VaultError::KeyMismatch { .. })
+    ));
+}
+
+async fn an_emptied_vault_may_start_over_with_another_key(db: &TestDb) {
+    let first = vault(db, key(49));
+    put(&first, "meta/e/a", &fake("a")).await;
+    first.delete(&path("meta/e/a"), &cli()).await.unwrap();
+    // Nothing is left that the first key protects: a new key may take over.
+    let second = vault(db, key(50));
+    let val = fake("b");
+    put(&second, "meta/e/b", &val).await;
+    assert_eq!(read(&second, "meta/e/b").await.unwrap(), val);
+    // …and from then on the first key is the wrong one.
+    assert!(matches!(
+        first
+            .set(
+                &path("meta/e/c"),
+                &value(&fake("c")),
+                &SetOptions::default(),
+                &cli()
+            )
+            .await,
+        Err(VaultError::KeyMismatch { .. })
+    ));
 }

@@ -17,6 +17,7 @@ conformance!(
     secrets_filter_by_scope_project_and_prefix,
     access_is_logged_and_counted,
     rotation_replaces_all_ciphertexts_or_none,
+    key_checks_are_one_per_version_and_reset_only_when_empty,
     large_access_batches_count_per_path,
     import_inserts_all_or_nothing,
     sample_is_newest_first,
@@ -228,11 +229,15 @@ async fn rotation_replaces_all_ciphertexts_or_none(db: &TestDb) {
     s.put_secret(&secret("meta/b", "meta", None, b"old-b"))
         .await
         .unwrap();
+    assert!(s.insert_key_check(&check(1, b"check-1")).await.unwrap());
     let err = s
-        .replace_ciphertexts(&[
-            ("meta/a".into(), b"new-a".to_vec(), 2),
-            ("meta/missing".into(), b"new-x".to_vec(), 2),
-        ])
+        .replace_ciphertexts(
+            &[
+                ("meta/a".into(), b"new-a".to_vec(), 2),
+                ("meta/missing".into(), b"new-x".to_vec(), 2),
+            ],
+            &check(2, b"check-2"),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("meta/missing"), "{err}");
@@ -241,19 +246,74 @@ async fn rotation_replaces_all_ciphertexts_or_none(db: &TestDb) {
         b"old-a",
         "nothing half-applied"
     );
+    assert_eq!(
+        versions(&s.key_checks().await.unwrap()),
+        [(1, b"check-1".to_vec())],
+        "the key check is replaced in the same transaction, or not at all"
+    );
 
-    s.replace_ciphertexts(&[
-        ("meta/a".into(), b"new-a".to_vec(), 2),
-        ("meta/b".into(), b"new-b".to_vec(), 2),
-    ])
+    s.replace_ciphertexts(
+        &[
+            ("meta/a".into(), b"new-a".to_vec(), 2),
+            ("meta/b".into(), b"new-b".to_vec(), 2),
+        ],
+        &check(2, b"check-2"),
+    )
     .await
     .unwrap();
+    assert_eq!(
+        versions(&s.key_checks().await.unwrap()),
+        [(2, b"check-2".to_vec())]
+    );
     let all = s.all_secrets().await.unwrap();
     assert_eq!(
         all.iter()
             .map(|r| (r.ciphertext.clone(), r.key_version))
             .collect::<Vec<_>>(),
         [(b"new-a".to_vec(), 2), (b"new-b".to_vec(), 2)]
+    );
+}
+
+fn check(version: i32, value: &[u8]) -> KeyCheck {
+    KeyCheck {
+        key_version: version,
+        check_value: value.to_vec(),
+        created_at: Utc::now(),
+    }
+}
+
+fn versions(checks: &[KeyCheck]) -> Vec<(i32, Vec<u8>)> {
+    checks
+        .iter()
+        .map(|c| (c.key_version, c.check_value.clone()))
+        .collect()
+}
+
+async fn key_checks_are_one_per_version_and_reset_only_when_empty(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.key_checks().await.unwrap().is_empty());
+    assert!(s.insert_key_check(&check(1, b"first")).await.unwrap());
+    // A second check for the same version (another process's key) is not recorded.
+    assert!(!s.insert_key_check(&check(1, b"second")).await.unwrap());
+    assert_eq!(
+        versions(&s.key_checks().await.unwrap()),
+        [(1, b"first".to_vec())]
+    );
+    // Resetting is for an empty vault only.
+    s.put_secret(&secret("meta/a", "meta", None, b"x"))
+        .await
+        .unwrap();
+    let err = s.reset_key_checks(&check(1, b"other")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        versions(&s.key_checks().await.unwrap()),
+        [(1, b"first".to_vec())]
+    );
+    assert!(s.delete_secret("meta/a").await.unwrap());
+    s.reset_key_checks(&check(1, b"other")).await.unwrap();
+    assert_eq!(
+        versions(&s.key_checks().await.unwrap()),
+        [(1, b"other".to_vec())]
     );
 }
 

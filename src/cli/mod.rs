@@ -233,8 +233,12 @@ pub enum SecretsCommand {
         #[arg(long, value_name = "P")]
         project: Option<String>,
     },
-    /// Delete a secret.
-    Delete { path: String },
+    /// Delete a secret. With a key configured, the key is verified first (a wrong key deletes nothing).
+    Delete {
+        path: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
     /// Re-encrypt every secret with a new key, in one transaction.
     RotateKey {
         /// The new key (64 hex characters).

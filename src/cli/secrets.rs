@@ -67,10 +67,14 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         SecretsCommand::List { scope, project } => list(ctx, scope, project, &actor).await,
-        SecretsCommand::Delete { path } => {
+        SecretsCommand::Delete { path, key } => {
             let path = SecretPath::parse(&path)?;
             let store = open_store(ctx).await?;
-            vault::delete(store.as_ref(), &path, &actor).await?;
+            // With a key (configured or given), it must be this vault's; without one, deleting needs none.
+            match optional_key(ctx, &key)? {
+                Some(key) => Vault::new(store, key).delete(&path, &actor).await?,
+                None => vault::delete(store.as_ref(), &path, &actor).await?,
+            }
             if ctx.out.json {
                 ctx.out.json(&serde_json::json!({
                     "format_version": 1,
@@ -145,15 +149,20 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
 
 /// `--key-file` > `SECRETS_ENCRYPTION_KEY` > `secrets_key_file` in supervisor.toml.
 fn load_key(ctx: &Context, args: &KeyArgs) -> anyhow::Result<EncryptionKey> {
+    optional_key(ctx, args)?.ok_or_else(|| KeyError::Missing.into())
+}
+
+/// The key when one is configured (same order as [`load_key`]), `None` when none is.
+fn optional_key(ctx: &Context, args: &KeyArgs) -> anyhow::Result<Option<EncryptionKey>> {
     if let Some(file) = &args.key_file {
-        return Ok(EncryptionKey::from_file(file)?);
+        return Ok(Some(EncryptionKey::from_file(file)?));
     }
     if let Some(key) = EncryptionKey::load(None)? {
-        return Ok(key);
+        return Ok(Some(key));
     }
     match &ctx.settings.key_file {
-        Some(file) => Ok(EncryptionKey::from_file(file)?),
-        None => Err(KeyError::Missing.into()),
+        Some(file) => Ok(Some(EncryptionKey::from_file(file)?)),
+        None => Ok(None),
     }
 }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub const KEY_ENV: &str = "SECRETS_ENCRYPTION_KEY";
+/// The most a key file may hold.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// Where the key came from, for messages (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +77,32 @@ impl EncryptionKey {
         Ok(EncryptionKey { bytes, source })
     }
 
+    /// Reads a key file: at most [`MAX_KEY_FILE_BYTES`] (a key file is 64 hex characters and perhaps a
+    /// newline; `/dev/zero` or a wrong path to a large file is refused after a few kilobytes).
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            KeyError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?);
-        Self::from_hex(&text, KeySource::File(path.to_path_buf()))
+        use std::io::Read;
+        let unreadable = |source| KeyError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let source = KeySource::File(path.to_path_buf());
+        let malformed = |problem: String| KeyError::Malformed {
+            source_name: source.to_string(),
+            problem,
+        };
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        // Allocated once, so no copy of the key is left behind by a reallocation.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
+        file.take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(malformed(format!(
+                "the file is larger than {MAX_KEY_FILE_BYTES} bytes"
+            )));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| malformed("it is not text".into()))?;
+        Self::from_hex(text, source.clone())
     }
 
     /// The key from `--key-file`/configuration when given, else from `SECRETS_ENCRYPTION_KEY`.
@@ -137,5 +157,28 @@ mod tests {
             .to_string();
         assert!(bad.contains("not hex"), "{bad}");
         assert!(!bad.contains("zzzz"));
+    }
+
+    #[test]
+    fn key_files_are_read_to_a_few_kilobytes_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.key");
+        std::fs::write(&ok, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert_eq!(EncryptionKey::from_file(&ok).unwrap().bytes()[0], 0xab);
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, "a".repeat(10_000)).unwrap();
+        let err = EncryptionKey::from_file(&big).unwrap_err().to_string();
+        assert!(
+            err.contains("larger than 4096 bytes") && err.contains("big.key"),
+            "{err}"
+        );
+        let endless = EncryptionKey::from_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(endless.contains("larger than"), "{endless}");
+        let binary = dir.path().join("bin.key");
+        std::fs::write(&binary, [0xff, 0xfe]).unwrap();
+        let err = EncryptionKey::from_file(&binary).unwrap_err().to_string();
+        assert!(err.contains("not text"), "{err}");
     }
 }

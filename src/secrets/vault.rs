@@ -8,9 +8,16 @@
 //!   decrypt) are logged too. Concurrent readers share commits: each enqueues its event to one writer
 //!   task, which commits whatever has queued up in one transaction (group commit) and then wakes every
 //!   reader of that batch. A reader whose caller goes away still gets its access logged.
-//! * **A wrong key changes nothing.** Before any write the key is checked against secrets already in
-//!   the vault (a few of the most recently written); if it decrypts none of them the write is refused
-//!   with [`VaultError::KeyMismatch`], naming the key's fingerprint (never the key).
+//! * **A wrong key changes nothing, and is recognised with certainty.** Each key version has a *check
+//!   value* in the store (`secret_key_checks`): a known plaintext sealed with that version's key. Before
+//!   any write, delete, rotation or import the key must open it (AES-GCM authentication: a wrong key
+//!   cannot), or the operation is refused with [`VaultError::KeyMismatch`], naming the key's fingerprint
+//!   (never the key). Secrets play no part in it, so altered or corrupt secrets never block the vault,
+//!   and a secret that does not decrypt is diagnosed as altered (key verified) or as read with the wrong
+//!   key (key refused). Rotation replaces the check value in the same transaction as the ciphertexts.
+//!   A vault written before check values existed gets one on the first successful verification, which
+//!   is then done as before: against the secrets (every one, until one decrypts). A vault that holds no
+//!   secret accepts any key, and records its check value.
 //! * **Rotation is all or nothing.** [`Vault::rotate_key`] decrypts every secret with the current key
 //!   before it writes anything, then replaces every ciphertext in one transaction; an interruption
 //!   leaves every secret readable with exactly one of the two keys (the old one until the commit).
@@ -34,13 +41,17 @@ use super::crypto::{self, CryptoError};
 use super::key::EncryptionKey;
 use super::path::SecretPath;
 use crate::store::{
-    AccessEvent, SecretFilter, SecretMeta, SecretRow, SecretScope, Store, StoreError,
+    AccessEvent, KeyCheck, SecretFilter, SecretMeta, SecretRow, SecretScope, Store, StoreError,
 };
 
 /// Largest value the vault stores (a service-account JSON or a PEM chain is a few KiB).
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// How many recently written secrets a write checks the key against.
+/// How many recently written secrets a read's diagnosis tries the key on when there is no check value.
 const KEY_CHECK_SAMPLE: i64 = 5;
+/// The associated data under which check values are sealed: not a valid secret path, so no secret's
+/// ciphertext can pass for a check value or the other way round.
+const KEY_CHECK_PATH: &str = "\0supervisor key check";
+const KEY_CHECK_PLAINTEXT: &str = "supervisor key check v1";
 /// Most jobs (reads and events) one ledger batch carries.
 const MAX_AUDIT_BATCH: usize = 1024;
 const AUDIT_QUEUE: usize = 8192;
@@ -245,28 +256,60 @@ pub enum VaultError {
     Store(#[from] StoreError),
 }
 
-/// Why a secret could not be decrypted, as far as the vault can tell: it tries the key on other,
-/// recently written secrets.
+/// Why a secret could not be decrypted: the key's check value says whether the key is right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Diagnosis {
-    /// Other secrets decrypt with this key: this ciphertext was altered, or moved from another path.
+    /// The key is the vault's (it opens the check value, or other secrets): this ciphertext was
+    /// altered, or moved from another path.
     AlteredOrMoved,
-    /// No recently written secret decrypts either: most likely the wrong key.
+    /// The key does not open the vault's check value: it is the wrong key.
     WrongKey,
+    /// No check value yet (a vault written before they existed) and no recently written secret
+    /// decrypts either: most likely the wrong key.
+    ProbablyWrongKey,
 }
 
 impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Diagnosis::AlteredOrMoved => {
-                "other secrets decrypt with this key, so this ciphertext was altered or moved from another path"
+                "the key is this vault's key, so this ciphertext was altered or moved from another path"
             }
             Diagnosis::WrongKey => {
+                "the key does not open the vault's key check value either: it is the wrong key (use the key \
+                 the secrets were written with)"
+            }
+            Diagnosis::ProbablyWrongKey => {
                 "no recently written secret decrypts with this key either, so the key is most likely wrong \
                  (use the key the secrets were written with), unless all of them were altered or moved"
             }
         })
     }
+}
+
+/// Whether `key` opens `check`.
+fn opens(key: &EncryptionKey, check: &KeyCheck) -> bool {
+    crypto::open(key, KEY_CHECK_PATH, &check.check_value)
+        .is_ok_and(|plain| plain.as_str() == KEY_CHECK_PLAINTEXT)
+}
+
+/// A check value for `key` as key version `version`.
+fn key_check(key: &EncryptionKey, version: u8) -> Result<KeyCheck, VaultError> {
+    let check_value = crypto::seal(key, version, KEY_CHECK_PATH, KEY_CHECK_PLAINTEXT.as_bytes())
+        .map_err(|cause| VaultError::Encrypt {
+            path: "the key check value".into(),
+            cause,
+        })?;
+    Ok(KeyCheck {
+        key_version: i32::from(version),
+        check_value,
+        created_at: Utc::now(),
+    })
+}
+
+/// A stored key version as the one-byte version of the sealed format.
+fn version_byte(v: i32) -> Option<u8> {
+    u8::try_from(v).ok().filter(|v| *v >= 1)
 }
 
 /// A value read from the vault, with what the reader should be warned about.
@@ -679,18 +722,27 @@ impl Vault {
     }
 
     async fn undecryptable(&self, row: &SecretRow, cause: CryptoError) -> VaultError {
-        let sample = self
-            .store
-            .sample_secrets(KEY_CHECK_SAMPLE)
-            .await
-            .unwrap_or_default();
-        let key_works_elsewhere = sample
-            .iter()
-            .any(|r| r.path != row.path && crypto::open(&self.key, &r.path, &r.ciphertext).is_ok());
-        let diagnosis = if key_works_elsewhere {
-            Diagnosis::AlteredOrMoved
+        let checks = self.store.key_checks().await.unwrap_or_default();
+        let diagnosis = if !checks.is_empty() {
+            if checks.iter().any(|c| opens(&self.key, c)) {
+                Diagnosis::AlteredOrMoved
+            } else {
+                Diagnosis::WrongKey
+            }
         } else {
-            Diagnosis::WrongKey
+            let sample = self
+                .store
+                .sample_secrets(KEY_CHECK_SAMPLE)
+                .await
+                .unwrap_or_default();
+            let key_works_elsewhere = sample.iter().any(|r| {
+                r.path != row.path && crypto::open(&self.key, &r.path, &r.ciphertext).is_ok()
+            });
+            if key_works_elsewhere {
+                Diagnosis::AlteredOrMoved
+            } else {
+                Diagnosis::ProbablyWrongKey
+            }
         };
         VaultError::Undecryptable {
             path: row.path.clone(),
@@ -740,28 +792,76 @@ impl Vault {
         Ok(found.iter().any(|m| m.path == path.as_str()))
     }
 
-    /// The key generation this key writes: the version of a recent secret it decrypts, or 1 for an
-    /// empty vault. A key that decrypts none of the recent secrets is the wrong key.
-    async fn writing_version(&self) -> Result<u8, VaultError> {
-        let sample = self.store.sample_secrets(KEY_CHECK_SAMPLE).await?;
-        if sample.is_empty() {
-            return Ok(1);
-        }
-        for row in &sample {
-            if crypto::open(&self.key, &row.path, &row.ciphertext).is_ok()
-                && let Some(v) = crypto::sealed_version(&row.ciphertext)
+    /// Verifies this key against the vault and returns the key version it writes (see the module
+    /// docs): the version of the check value it opens; for a vault without one, the version of a secret
+    /// it decrypts (recording the check value), or 1 for a vault without secrets.
+    pub async fn verify_key(&self) -> Result<u8, VaultError> {
+        let checks = self.store.key_checks().await?;
+        if !checks.is_empty() {
+            if let Some(v) = checks
+                .iter()
+                .filter(|c| opens(&self.key, c))
+                .filter_map(|c| version_byte(c.key_version))
+                .max()
             {
                 return Ok(v);
             }
+            if self.store.sample_secrets(1).await?.is_empty() {
+                // Nothing is protected by the recorded key any more: this key takes over.
+                let version = 1;
+                self.store
+                    .reset_key_checks(&key_check(&self.key, version)?)
+                    .await
+                    .map_err(|_| self.key_mismatch_check())?;
+                return Ok(version);
+            }
+            return Err(self.key_mismatch_check());
         }
-        Err(self.key_mismatch(sample.iter().map(|r| r.path.as_str())))
+        let all = self.store.all_secrets().await?;
+        let version = if all.is_empty() {
+            1
+        } else {
+            all.iter()
+                .filter(|r| crypto::open(&self.key, &r.path, &r.ciphertext).is_ok())
+                .find_map(|r| crypto::sealed_version(&r.ciphertext))
+                .ok_or_else(|| {
+                    self.key_mismatch(
+                        "any of the vault's secrets",
+                        all.iter().map(|r| r.path.as_str()),
+                    )
+                })?
+        };
+        // First successful verification: record the check value. When another process recorded one
+        // for this version first, this key must open that one.
+        if !self
+            .store
+            .insert_key_check(&key_check(&self.key, version)?)
+            .await?
+        {
+            let recorded = self.store.key_checks().await?;
+            if !recorded
+                .iter()
+                .any(|c| version_byte(c.key_version) == Some(version) && opens(&self.key, c))
+            {
+                return Err(self.key_mismatch_check());
+            }
+        }
+        Ok(version)
     }
 
-    fn key_mismatch<'a>(&self, paths: impl Iterator<Item = &'a str>) -> VaultError {
+    fn key_mismatch_check(&self) -> VaultError {
         VaultError::KeyMismatch {
             key_source: self.key.source().to_string(),
             fingerprint: self.key.fingerprint(),
-            checked: list_paths(paths),
+            checked: "the vault's key check value".into(),
+        }
+    }
+
+    fn key_mismatch<'a>(&self, what: &str, paths: impl Iterator<Item = &'a str>) -> VaultError {
+        VaultError::KeyMismatch {
+            key_source: self.key.source().to_string(),
+            fingerprint: self.key.fingerprint(),
+            checked: format!("{what} ({})", list_paths(paths)),
         }
     }
 
@@ -786,7 +886,7 @@ impl Vault {
                 max: MAX_VALUE_BYTES,
             });
         }
-        let version = match self.writing_version().await {
+        let version = match self.verify_key().await {
             Ok(v) => v,
             Err(e @ VaultError::KeyMismatch { .. }) => {
                 self.audit(path, action::WRITE, outcome::KEY_MISMATCH, actor)
@@ -833,8 +933,17 @@ impl Vault {
         })
     }
 
-    /// Deletes the secret at `path`; [`VaultError::NotFound`] when there is none.
+    /// Deletes the secret at `path` after verifying the key (a wrong key deletes nothing);
+    /// [`VaultError::NotFound`] when there is none. [`delete`] deletes without a key.
     pub async fn delete(&self, path: &SecretPath, actor: &Actor) -> Result<(), VaultError> {
+        self.check_reach(path, action::DELETE, actor).await?;
+        if let Err(e) = self.verify_key().await {
+            if matches!(e, VaultError::KeyMismatch { .. }) {
+                self.audit(path, action::DELETE, outcome::KEY_MISMATCH, actor)
+                    .await?;
+            }
+            return Err(e);
+        }
         delete(self.store.as_ref(), path, actor).await
     }
 
@@ -868,6 +977,7 @@ impl Vault {
                 fingerprint: self.key.fingerprint(),
             });
         }
+        let current = self.verify_key().await?;
         let rows = self.store.all_secrets().await?;
         let mut plaintexts: Vec<Zeroizing<String>> = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
@@ -878,24 +988,21 @@ impl Vault {
             }
         }
         if !failed.is_empty() {
-            return Err(if failed.len() == rows.len() {
-                self.key_mismatch(failed.into_iter())
-            } else {
-                VaultError::RotationBlocked {
-                    count: failed.len(),
-                    paths: list_paths(failed.into_iter()),
-                }
+            // The key is verified: these secrets are altered (or from another key generation).
+            return Err(VaultError::RotationBlocked {
+                count: failed.len(),
+                paths: list_paths(failed.into_iter()),
             });
         }
-        let from_version = rows
+        let highest = rows
             .iter()
             .filter_map(|r| crypto::sealed_version(&r.ciphertext))
-            .max();
-        let to_version = match from_version {
-            Some(255) => return Err(VaultError::VersionsExhausted),
-            Some(v) => v + 1,
-            None => 1,
-        };
+            .fold(current, u8::max);
+        let from_version = (!rows.is_empty()).then_some(highest);
+        let to_version = highest
+            .checked_add(1)
+            .ok_or(VaultError::VersionsExhausted)?;
+        let check = key_check(new_key, to_version)?;
         let mut replaced = Vec::with_capacity(rows.len());
         for (row, plain) in rows.iter().zip(&plaintexts) {
             let sealed = crypto::seal(new_key, to_version, &row.path, plain.as_bytes()).map_err(
@@ -907,7 +1014,7 @@ impl Vault {
             replaced.push((row.path.clone(), sealed, i32::from(to_version)));
         }
         drop(plaintexts);
-        self.store.replace_ciphertexts(&replaced).await?;
+        self.store.replace_ciphertexts(&replaced, &check).await?;
         let events: Vec<AccessEvent> = rows
             .iter()
             .map(|r| self.event(&r.path, action::ROTATE, outcome::OK, actor))
@@ -979,7 +1086,7 @@ impl Vault {
                 .join("; ");
             return Err(VaultError::ImportRefused { problems: text });
         }
-        let version = self.writing_version().await?;
+        let version = self.verify_key().await?;
         let now = Utc::now();
         let mut rows = Vec::with_capacity(accepted.len());
         for (path, s, plain) in &accepted {

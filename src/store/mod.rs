@@ -523,6 +523,15 @@ pub struct AccessEvent {
     pub at: DateTime<Utc>,
 }
 
+/// A key version's check value: a known plaintext sealed with that version's key (the vault verifies a
+/// key against it; see `secrets::vault`). Not a secret: it reveals nothing about the key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyCheck {
+    pub key_version: i32,
+    pub check_value: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait SecretRepo {
     /// Inserts or replaces the ciphertext (and metadata) at `row.path`; creation time and access
@@ -547,8 +556,21 @@ pub trait SecretRepo {
     /// Inserts new secrets with all their metadata in one transaction: all or nothing. A path that
     /// already exists is a [`StoreError::Conflict`] naming it.
     async fn import_secrets(&self, rows: &[SecretRow]) -> Result<()>;
-    /// Replaces ciphertexts (path, ciphertext, key_version) in one transaction: all or nothing.
-    async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> Result<()>;
+    /// Replaces ciphertexts (path, ciphertext, key_version) and every key check value (by `check`, the
+    /// new key's) in one transaction: all or nothing.
+    async fn replace_ciphertexts(
+        &self,
+        rows: &[(String, Vec<u8>, i32)],
+        check: &KeyCheck,
+    ) -> Result<()>;
+    /// The key check values, oldest key version first.
+    async fn key_checks(&self) -> Result<Vec<KeyCheck>>;
+    /// Records `check` unless its key version has one already; returns whether it was recorded (when
+    /// not, another writer's check for that version stands, and the caller must verify against it).
+    async fn insert_key_check(&self, check: &KeyCheck) -> Result<bool>;
+    /// Replaces every key check value with `check`, only while the vault holds no secret (an emptied
+    /// vault may start over with another key); [`StoreError::Conflict`] when it holds any.
+    async fn reset_key_checks(&self, check: &KeyCheck) -> Result<()>;
 }
 
 // ---------------------------------------------------------------------------------------------------

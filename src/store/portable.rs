@@ -177,9 +177,24 @@ macro_rules! portable_repos {
                 tx.commit().await.map_err($crate::store::StoreError::query(op))
             }
 
-            async fn replace_ciphertexts(&self, rows: &[(String, Vec<u8>, i32)]) -> $crate::store::Result<()> {
+            async fn replace_ciphertexts(
+                &self,
+                rows: &[(String, Vec<u8>, i32)],
+                check: &$crate::store::KeyCheck,
+            ) -> $crate::store::Result<()> {
                 let op = "re-encrypt secrets";
                 let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::query(op))?;
+                sqlx::query("DELETE FROM secret_key_checks")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::query(op))?;
+                sqlx::query("INSERT INTO secret_key_checks (key_version, check_value, created_at) VALUES ($1, $2, $3)")
+                    .bind(check.key_version)
+                    .bind(&check.check_value)
+                    .bind(check.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::query(op))?;
                 for (path, ciphertext, version) in rows {
                     let done = sqlx::query("UPDATE secrets SET ciphertext = $2, key_version = $3 WHERE path = $1")
                         .bind(path)
@@ -194,6 +209,55 @@ macro_rules! portable_repos {
                         )));
                     }
                 }
+                tx.commit().await.map_err($crate::store::StoreError::query(op))
+            }
+
+            async fn key_checks(&self) -> $crate::store::Result<Vec<$crate::store::KeyCheck>> {
+                sqlx::query_as("SELECT key_version, check_value, created_at FROM secret_key_checks ORDER BY key_version")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("read the key check values"))
+            }
+
+            async fn insert_key_check(&self, check: &$crate::store::KeyCheck) -> $crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO secret_key_checks (key_version, check_value, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (key_version) DO NOTHING",
+                )
+                .bind(check.key_version)
+                .bind(&check.check_value)
+                .bind(check.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::query("record a key check value"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn reset_key_checks(&self, check: &$crate::store::KeyCheck) -> $crate::store::Result<()> {
+                let op = "replace the key check values";
+                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::query(op))?;
+                // Caveat: a secret written at this very moment by another key's holder (two writers racing
+                // to fill an empty vault) can slip in after the count; it stays readable with its own key.
+                sqlx::query("DELETE FROM secret_key_checks")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::query(op))?;
+                let secrets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::query(op))?;
+                if secrets > 0 {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "the vault holds {secrets} secret(s); its key check values stay as they are"
+                    )));
+                }
+                sqlx::query("INSERT INTO secret_key_checks (key_version, check_value, created_at) VALUES ($1, $2, $3)")
+                    .bind(check.key_version)
+                    .bind(&check.check_value)
+                    .bind(check.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::query(op))?;
                 tx.commit().await.map_err($crate::store::StoreError::query(op))
             }
         }
