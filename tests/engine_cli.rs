@@ -10,7 +10,7 @@ use support::{Workspace, expect_code, stderr, stdout};
 cli_conformance!(
     init_plan_apply_converges_and_an_edit_shows_exactly_that_change,
     removing_a_service_frees_its_port_and_prevent_destroy_refuses,
-    deleting_everything_needs_force,
+    mass_deletes_need_force_only_from_ten_objects,
     saved_plans_apply_and_stale_ones_are_refused,
     apply_refuses_without_a_terminal_or_auto_approve,
     invalid_state_changes_nothing,
@@ -125,14 +125,34 @@ async fn removing_a_service_frees_its_port_and_prevent_destroy_refuses(ws: Works
     ws.ok(&["apply", "--auto-approve"], 0);
 }
 
-async fn deleting_everything_needs_force(ws: Workspace) {
+/// octoDNS's rule: the mass-delete guard applies only to kinds with at least 10 managed objects.
+async fn mass_deletes_need_force_only_from_ten_objects(ws: Workspace) {
+    // A small setup: removing everything is an ordinary edit.
     ws.write("state/projects/notes.yaml", NOTES);
     ws.ok(&["apply", "--auto-approve"], 0);
     ws.remove("state/projects/notes.yaml");
+    let applied = ws.ok(&["apply", "--auto-approve"], 0);
+    assert!(
+        applied.contains("Apply complete! Resources: 0 added, 0 changed, 3 destroyed."),
+        "{applied}"
+    );
+
+    // Ten managed ports objects (a block and nine services): deleting four of them needs --force.
+    let services: String = (1..=9).map(|i| format!("  - name: s{i}\n")).collect();
+    ws.write(
+        "state/projects/big.yaml",
+        &format!("name: big\nservices:\n{services}"),
+    );
+    ws.ok(&["apply", "--auto-approve"], 0);
+    let kept: String = (1..=5).map(|i| format!("  - name: s{i}\n")).collect();
+    ws.write(
+        "state/projects/big.yaml",
+        &format!("name: big\nservices:\n{kept}"),
+    );
     let out = ws.run(&["apply", "--auto-approve"]);
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("deletes all 3 managed ports objects")
+        stderr(&out).contains("deletes 4 of 10 managed ports objects (40 % > 30 %)")
             && stderr(&out).contains("--force"),
         "{}",
         stderr(&out)
@@ -141,7 +161,7 @@ async fn deleting_everything_needs_force(ws: Workspace) {
         ws.ok(&["ports", "list", "--json"], 0)
             .matches("\"service\"")
             .count(),
-        2,
+        9,
         "nothing deleted"
     );
     ws.ok(&["apply", "--auto-approve", "--force"], 0);
