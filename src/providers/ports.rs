@@ -351,11 +351,23 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
     let mut blocks: BTreeMap<&str, Block> = BTreeMap::new();
     let mut block_moves: Vec<(Change, u16, Option<u16>)> = Vec::new();
     for p in desired.projects.values() {
+        out.resources.push(Resource {
+            address: block_address(&p.name),
+            provider: NAME.into(),
+            project: Some(p.name.clone()),
+        });
         let current = observed_blocks.get(p.name.as_str());
         let mut requires = Vec::new();
         let (lo, reason) = match (p.port_range, current) {
             (Some(pin), _) => match holders.get(&pin) {
-                Some(holder) if *holder != p.name && desired.projects.contains_key(*holder) => {
+                // The holder stays unless it pins another block itself.
+                Some(holder)
+                    if *holder != p.name
+                        && desired
+                            .projects
+                            .get(*holder)
+                            .is_some_and(|h| h.port_range.is_none_or(|r| r == pin)) =>
+                {
                     out.errors.push(Notice {
                         provider: NAME.into(),
                         address: Some(block_address(&p.name)),
@@ -369,7 +381,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
                     continue;
                 }
                 Some(holder) if *holder != p.name => {
-                    // The holder is being removed: its block is freed first.
+                    // The holder is being removed or moves to its own pin: its block is freed first.
                     requires.push(block_address(holder));
                     (Some(pin), "pinned".to_string())
                 }
@@ -449,11 +461,6 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
             Some(_) => {}
         }
         blocks.insert(&p.name, Block { lo, hi });
-        out.resources.push(Resource {
-            address: block_address(&p.name),
-            provider: NAME.into(),
-            project: Some(p.name.clone()),
-        });
     }
     for r in &reg.ranges {
         if !desired.projects.contains_key(&r.project) {
@@ -792,7 +799,11 @@ fn order_moves(updates: Vec<(Change, u16, Option<u16>)>, errors: &mut Vec<Notice
         .into_iter()
         .zip(vacating)
         .map(|((mut c, _, _), needs)| {
-            c.requires.extend(needs);
+            if let Some(n) = needs
+                && !c.requires.contains(&n)
+            {
+                c.requires.push(n);
+            }
             Some(c)
         })
         .collect();
