@@ -31,9 +31,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{FailedAuth, SessionLimits, TtlCache};
-use super::runtime::Runtime;
 use crate::mcp::auth::{self, Principal};
 use crate::mcp::{Endpoint, McpServer};
+use crate::ops::Runtime;
 
 type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 /// An endpoint's rmcp service and its session manager (to close sessions beyond the limit).

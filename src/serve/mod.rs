@@ -4,6 +4,4 @@
 pub mod connections;
 pub mod guard;
 pub mod http;
-pub mod metrics;
 pub mod reconcile;
-pub mod runtime;
