@@ -18,6 +18,7 @@
 //! header_read_timeout_secs = 10   # also how long an idle keep-alive connection is kept
 //! sessions_per_token = 16         # MCP sessions one token may hold; the least recently used goes
 //! session_idle_secs = 120         # an MCP session unused this long is closed
+//! auth_failures_burst = 10        # failed authentications per client address before 429
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ pub struct ServeConfig {
     pub sessions_per_token: u32,
     /// An MCP session with no request for this long is closed (the client starts a new one).
     pub session_idle_secs: u64,
+    /// Failed authentications a client address may have at once before it gets 429 (then one per
+    /// second). Behind a reverse proxy every client shares the proxy's address.
+    pub auth_failures_burst: u32,
 }
 
 impl Default for ServeConfig {
@@ -92,6 +96,7 @@ impl Default for ServeConfig {
             header_read_timeout_secs: 10,
             sessions_per_token: 16,
             session_idle_secs: 120,
+            auth_failures_burst: 10,
         }
     }
 }

@@ -366,6 +366,9 @@ async fn stdio_serves_the_same_tools_confined_to_its_project(ws: Workspace) {
 
 async fn requests_without_a_valid_token_are_refused_with_401(ws: Workspace) {
     fixture(&ws);
+    // This test fails authentication many times on purpose, from one address: lift the throttle that
+    // would answer 429 after ten failures (tests/serve_limits.rs tests the throttle itself).
+    ws.write("supervisor.toml", "[serve]\nauth_failures_burst = 1000\n");
     let server = Server::start(&ws, &[]).await;
 
     // The SDK: no token, a made-up token, in both negotiation modes.

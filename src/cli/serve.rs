@@ -92,6 +92,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             rate_limit_per_second: cfg.rate_limit_per_second,
             sessions_per_token: cfg.sessions_per_token.max(1),
             session_idle: Duration::from_secs(cfg.session_idle_secs.max(1)),
+            auth_failures_burst: cfg.auth_failures_burst.max(1),
         },
         &shutdown,
     );

@@ -51,6 +51,8 @@ pub struct HttpConfig {
     pub sessions_per_token: u32,
     /// An MCP session unused this long is closed.
     pub session_idle: Duration,
+    /// Failed authentications a client address may have at once before 429.
+    pub auth_failures_burst: u32,
 }
 
 /// How long a verified token is trusted before the database is asked again: revocation takes effect
@@ -58,8 +60,7 @@ pub struct HttpConfig {
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most verified tokens cached at once.
 const AUTH_CACHE_CAPACITY: usize = 1024;
-/// Authentication failures a client may have at once, then one per second.
-const AUTH_FAILURE_BURST: u32 = 10;
+/// After the burst of failures a client may have at once, one more per second.
 const AUTH_FAILURES_PER_SECOND: f64 = 1.0;
 /// Most clients whose failures are counted.
 const AUTH_FAILURE_CLIENTS: usize = 10_000;
@@ -446,13 +447,14 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
         .with_max_request_body_bytes(MAX_BODY)
         .with_cancellation_token(shutdown.child_token());
     let sessions = SessionLimits::new(cfg.sessions_per_token as usize, cfg.session_idle);
+    let auth_failures_burst = cfg.auth_failures_burst;
     let state = Arc::new(AppState {
         rt,
         cfg,
         mcp_config,
         auth_cache: TtlCache::new(AUTH_CACHE_TTL, AUTH_CACHE_CAPACITY),
         failed_auth: FailedAuth::new(
-            AUTH_FAILURE_BURST,
+            auth_failures_burst,
             AUTH_FAILURES_PER_SECOND,
             AUTH_FAILURE_CLIENTS,
         ),
