@@ -15,9 +15,27 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// The offending source line, for display.
+    /// The offending source line (or an excerpt of a long one), for display.
     #[serde(skip)]
     pub source_line: Option<String>,
+    /// Where the caret goes under `source_line` (1-based), when it is an excerpt; else `column`.
+    #[serde(skip)]
+    caret: Option<u64>,
+}
+
+/// The most characters of a message or hint kept (a message quoting a 90 KB value is cut).
+const MESSAGE_MAX: usize = 300;
+/// The most characters of the offending source line shown, around the column.
+const SOURCE_MAX: usize = 120;
+
+/// `text` cut to `max` characters, with `…` where it was cut.
+fn capped(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 impl Diagnostic {
@@ -26,9 +44,10 @@ impl Diagnostic {
             file: file.to_path_buf(),
             line: at.line(),
             column: at.column(),
-            message: message.into(),
+            message: capped(message.into(), MESSAGE_MAX),
             hint: None,
             source_line: None,
+            caret: None,
         }
     }
 
@@ -45,18 +64,39 @@ impl Diagnostic {
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(capped(hint.into(), MESSAGE_MAX));
         self
     }
 
-    /// Attaches the source line the diagnostic points at (when it has one).
+    /// Attaches the source line the diagnostic points at (when it has one): at most [`SOURCE_MAX`]
+    /// characters of it, around the column (`…` marks what was cut; the caret still points right).
     pub(crate) fn with_source(mut self, source: &str) -> Self {
-        if self.line > 0 {
-            self.source_line = source
-                .lines()
-                .nth(self.line as usize - 1)
-                .map(str::to_string);
+        if self.line == 0 {
+            return self;
         }
+        let Some(line) = source.lines().nth(self.line as usize - 1) else {
+            return self;
+        };
+        let chars: Vec<char> = line.chars().collect();
+        if chars.len() <= SOURCE_MAX {
+            self.source_line = Some(line.to_string());
+            return self;
+        }
+        let col = (self.column.max(1) - 1) as usize;
+        let start = col
+            .saturating_sub(SOURCE_MAX / 2)
+            .min(chars.len() - SOURCE_MAX / 2);
+        let end = (start + SOURCE_MAX).min(chars.len());
+        let mut shown = String::new();
+        if start > 0 {
+            shown.push('…');
+        }
+        shown.extend(&chars[start..end]);
+        if end < chars.len() {
+            shown.push('…');
+        }
+        self.caret = Some((col - start + usize::from(start > 0) + 1) as u64);
+        self.source_line = Some(shown);
         self
     }
 }
@@ -76,7 +116,7 @@ impl fmt::Display for Diagnostic {
             write!(f, "{}: error: {}", self.file.display(), self.message)?;
         }
         if let Some(src) = &self.source_line {
-            let col = (self.column.max(1) - 1) as usize;
+            let col = (self.caret.unwrap_or(self.column).max(1) - 1) as usize;
             let pad: String = src
                 .chars()
                 .take(col)

@@ -227,7 +227,20 @@ impl Sources {
             };
             entries.sort();
             for path in entries {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    let shown = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    diags.push(
+                        Diagnostic::whole_file(
+                            &path,
+                            format!("this file name is not valid UTF-8, so it cannot be a project file (shown as {shown})"),
+                        )
+                        .hint("rename it: a project file is named <project>.yaml, with the project's name in lower-case letters, digits and dashes"),
+                    );
+                    continue;
+                };
                 // Editors' and our own temporary files are not state.
                 if name.starts_with('.') || name.ends_with('~') {
                     continue;
@@ -413,5 +426,30 @@ pub fn canonical_files(dir: &Path) -> Result<Vec<Formatted>, Diagnostics> {
         Ok(out)
     } else {
         Err(Diagnostics(diags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_file_whose_name_is_not_utf8_is_reported() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let projects = dir.path().join(PROJECTS_DIR);
+        std::fs::create_dir_all(&projects).unwrap();
+        std::fs::write(projects.join("shop.yaml"), "name: shop\n").unwrap();
+        let odd = projects.join(std::ffi::OsStr::from_bytes(b"caf\xe9.yaml"));
+        std::fs::write(&odd, "name: cafe\n").unwrap();
+        let diags = load(dir.path()).unwrap_err();
+        assert_eq!(diags.0.len(), 1, "{diags}");
+        let d = &diags.0[0];
+        assert_eq!(d.file, odd);
+        assert_eq!(
+            d.message,
+            "this file name is not valid UTF-8, so it cannot be a project file (shown as caf\u{fffd}.yaml)"
+        );
+        assert!(d.hint.as_deref().unwrap_or("").contains("rename"), "{d}");
     }
 }

@@ -59,17 +59,103 @@ fn loc0() -> serde_saphyr::Location {
     serde_saphyr::Location::UNKNOWN
 }
 
+/// At most this much of a wrongly typed value is quoted back in an error.
+const QUOTED_MAX: usize = 40;
+
+fn quoted(v: &str) -> String {
+    let mut q: String = v.chars().take(QUOTED_MAX).collect();
+    if v.chars().count() > QUOTED_MAX {
+        q.push('…');
+    }
+    q
+}
+
+/// A port as the schema says: an integer. YAML parsers read a quoted `"3005"` into a number field
+/// without complaint; this does not (the value's YAML type is asked for, not its text).
+struct StrictPort(u16);
+
+impl<'de> Deserialize<'de> for StrictPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StrictPort;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port (an integer from 0 to 65535)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StrictPort, E> {
+                u16::try_from(v)
+                    .map(StrictPort)
+                    .map_err(|_| E::custom(format!("{v} is not a port (0–65535)")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StrictPort, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} is not a port (0–65535)")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrictPort, E> {
+                Err(E::custom(format!(
+                    "a port must be an integer, not the string \"{}\" (remove the quotes)",
+                    quoted(v)
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A boolean as the schema says: `true` or `false`, not the string `"true"`.
+struct StrictBool(bool);
+
+impl<'de> Deserialize<'de> for StrictBool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StrictBool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<StrictBool, E> {
+                Ok(StrictBool(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrictBool, E> {
+                Err(E::custom(format!(
+                    "expected true or false, not the string \"{}\" (remove the quotes)",
+                    quoted(v)
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Spanned<u16>, D::Error> {
+    let s = Spanned::<StrictPort>::deserialize(d)?;
+    Ok(Spanned::new(s.value.0, s.referenced, s.defined))
+}
+
+fn optional_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Spanned<u16>>, D::Error> {
+    Ok(Option::<Spanned<StrictPort>>::deserialize(d)?
+        .map(|s| Spanned::new(s.value.0, s.referenced, s.defined)))
+}
+
+fn boolean<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(StrictBool::deserialize(d)?.0)
+}
+
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectPortRange {
     /// First port of the first block.
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub start: Spanned<u16>,
     /// Last port any block may use.
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub end: Spanned<u16>,
     /// Ports per project block.
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub block: Spanned<u16>,
 }
 
@@ -87,8 +173,10 @@ impl Default for ProjectPortRange {
 #[serde(deny_unknown_fields)]
 pub struct PortSpan {
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub start: Spanned<u16>,
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub end: Spanned<u16>,
 }
 
@@ -100,6 +188,7 @@ pub struct SharedServiceDecl {
     pub name: Spanned<String>,
     /// A port in the shared range.
     #[schemars(with = "u16")]
+    #[serde(deserialize_with = "port")]
     pub port: Spanned<u16>,
 }
 
@@ -199,7 +288,7 @@ pub struct ProjectFile {
     #[schemars(with = "Option<PathBuf>")]
     pub path: Option<Spanned<PathBuf>>,
     /// First port of the project's block (aligned to the block size); otherwise the next free block.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_port")]
     #[schemars(with = "Option<u16>")]
     pub port_range: Option<Spanned<u16>>,
     #[serde(default)]
@@ -221,7 +310,7 @@ pub struct ServiceDecl {
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Pin a port inside the project's block; otherwise the first free one is allocated.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_port")]
     #[schemars(with = "Option<u16>")]
     pub port: Option<Spanned<u16>>,
     /// Public hostname → tunnel ingress rule + proxied CNAME.
@@ -229,7 +318,7 @@ pub struct ServiceDecl {
     #[schemars(with = "Option<String>")]
     pub hostname: Option<Spanned<String>>,
     /// Refuse any plan that removes this service.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "boolean")]
     pub prevent_destroy: bool,
 }
 

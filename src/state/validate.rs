@@ -66,16 +66,15 @@ fn parse<T: serde::de::DeserializeOwned>(
         let t = l.trim();
         !t.is_empty() && !t.starts_with('#') && t != "---"
     });
-    let result = if meaningful {
-        serde_saphyr::from_str::<T>(text)
-    } else {
-        serde_saphyr::from_str::<T>("{}")
-    };
+    let result = serde_saphyr::from_str_with_options::<T>(
+        if meaningful { text } else { "{}" },
+        yaml_options(),
+    );
     match result {
         Ok(v) => Some(v),
         Err(e) => {
             let loc = e.location().unwrap_or(Location::UNKNOWN);
-            let message = plain_message(&e);
+            let message = user_message(&e);
             out.push(
                 Diagnostic::new(path, loc, message)
                     .with_source(text)
@@ -86,7 +85,42 @@ fn parse<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// serde-saphyr's message without its own snippet and location suffix (we print ours).
+/// Parser limits for state files: aliases may not expand a file into more than a state directory
+/// ever needs (an alias bomb stops early, with a short error).
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
+        },
+    }
+}
+
+/// The parser's error in the user's terms: what is wrong with the file, never advice about the parser's
+/// own API ("set DuplicateKeyPolicy in Options", "use from_str_multiple").
+fn user_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    match e.without_snippet() {
+        E::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("the key `{k}` appears twice in the same mapping")
+        }
+        E::DuplicateMappingKey { key: None, .. } => {
+            "a key appears twice in the same mapping".to_string()
+        }
+        E::MultipleDocuments { .. } => "the file holds more than one YAML document (a second `---`); a state file is one document".to_string(),
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => {
+            "anchors and aliases (`&name`, `*name`) expand to far more than a state file holds; write the values out".to_string()
+        }
+        E::Budget { .. } => "the file is larger or more deeply nested than a state file can be".to_string(),
+        _ => plain_message(e),
+    }
+}
+
+/// serde-saphyr's message without its own snippet and location suffix (we print ours), and without
+/// any advice addressed to programmers using the parser.
 fn plain_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
     let first = full.lines().next().unwrap_or("").trim();
@@ -94,7 +128,17 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
         Some(i) => &first[..i],
         None => first,
     };
-    trimmed.trim_end_matches(',').to_string()
+    let mut message = trimmed.trim_end_matches(',').to_string();
+    for advice in [", set ", "; use ", ", use "] {
+        if let Some(i) = message.find(advice)
+            && message[i..].contains("Options")
+                | message[i..].contains("from_str")
+                | message[i..].contains("serde")
+        {
+            message.truncate(i);
+        }
+    }
+    message
 }
 
 fn parse_hint(message: &str) -> &'static str {
@@ -759,6 +803,104 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn numbers_and_booleans_written_as_strings_are_refused() {
+        let src = sources(
+            Some("ports:\n  projects: { start: \"3000\", end: 8999, block: 100 }\n"),
+            &[
+                ("a", "name: a\nport_range: \"3100\"\n"),
+                (
+                    "b",
+                    "name: b\nport_range: 3200\nservices:\n  - name: api\n    port: '3205'\n",
+                ),
+                (
+                    "c",
+                    "name: c\nservices:\n  - name: api\n    prevent_destroy: \"true\"\n",
+                ),
+                ("d", "name: d\nport_range: 70000\n"),
+            ],
+        );
+        assert_eq!(
+            errors(&src),
+            [
+                "state/supervisor.yaml:2:22: a port must be an integer, not the string \"3000\" (remove the quotes)",
+                "state/projects/a.yaml:2:13: a port must be an integer, not the string \"3100\" (remove the quotes)",
+                "state/projects/b.yaml:5:11: a port must be an integer, not the string \"3205\" (remove the quotes)",
+                "state/projects/c.yaml:4:22: expected true or false, not the string \"true\" (remove the quotes)",
+                "state/projects/d.yaml:2:13: 70000 is not a port (0–65535)",
+            ]
+        );
+        // Unquoted, the same values load.
+        let ok = sources(
+            Some("ports:\n  projects: { start: 3000, end: 8999, block: 100 }\n"),
+            &[(
+                "b",
+                "name: b\nport_range: 3200\nservices:\n  - name: api\n    port: 3205\n    prevent_destroy: true\n",
+            )],
+        );
+        let d = desired_from_sources(&ok).unwrap();
+        assert_eq!(d.projects["b"].services[0].port, Some(3205));
+        assert!(d.projects["b"].services[0].prevent_destroy);
+    }
+
+    #[test]
+    fn yaml_errors_speak_the_users_language() {
+        let src = sources(
+            None,
+            &[
+                ("a", "name: a\nname: b\n"),
+                ("b", "name: b\n---\nname: c\n"),
+            ],
+        );
+        let errs = errors(&src);
+        assert_eq!(
+            errs,
+            [
+                "state/projects/a.yaml:2:1: the key `name` appears twice in the same mapping",
+                "state/projects/b.yaml:3:1: the file holds more than one YAML document (a second `---`); a state file is one document",
+            ]
+        );
+        let shown = desired_from_sources(&src).unwrap_err().to_string();
+        for parser_advice in ["Options", "DuplicateKeyPolicy", "from_str"] {
+            assert!(!shown.contains(parser_advice), "{shown}");
+        }
+    }
+
+    #[test]
+    fn an_alias_bomb_and_long_lines_give_short_messages() {
+        // Nine levels of nine aliases: a billion strings if expanded.
+        let mut bomb = String::from(
+            "name: bomb\nchecks: &a0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+        );
+        bomb.push_str("instructions: x\nservices:\n");
+        for i in 1..10 {
+            let p = format!("*a{}", i - 1);
+            bomb.push_str(&format!(
+                "  - name: &a{i} [{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}]\n"
+            ));
+        }
+        let long_line = format!(
+            "name: long\nchecks: [{}1: 2: 3]\n",
+            "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", ".repeat(2000)
+        );
+        let long_value = format!("name: {}\n", "n".repeat(90_000));
+        let src = sources(
+            None,
+            &[
+                ("bomb", &bomb),
+                ("long", &long_line),
+                ("value", &long_value),
+            ],
+        );
+        let diags = desired_from_sources(&src).unwrap_err();
+        assert!(diags.0.len() >= 3, "{diags}");
+        let shown = diags.to_string();
+        let longest = shown.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(longest <= 400, "a line of {longest} characters was printed");
+        let json = serde_json::to_string(&diags).unwrap();
+        assert!(json.len() < 4000, "{} bytes of JSON", json.len());
     }
 
     #[test]
