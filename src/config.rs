@@ -16,7 +16,7 @@
 //! rate_limit_per_second = 50
 //! max_connections = 1024          # capped below the open-file limit; /health keeps a reserve
 //! header_read_timeout_secs = 10   # also how long an idle keep-alive connection is kept
-//! sessions_per_token = 16         # MCP sessions one token may hold; the least recently used goes
+//! sessions_per_token = 128        # MCP sessions one token may hold; the least recently used goes
 //! session_idle_secs = 120         # an MCP session unused this long is closed
 //! auth_failures_burst = 10        # failed authentications per client address before 429
 //! ```
@@ -94,7 +94,7 @@ impl Default for ServeConfig {
             rate_limit_per_second: 100,
             max_connections: 1024,
             header_read_timeout_secs: 10,
-            sessions_per_token: 16,
+            sessions_per_token: 128,
             session_idle_secs: 120,
             auth_failures_burst: 10,
         }

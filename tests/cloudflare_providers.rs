@@ -41,6 +41,8 @@ cli_conformance!(
     cli_import_cloudflare_reports_and_changes_nothing,
     cli_environment_url_wins_over_supervisor_yaml,
     cli_status_calls_a_resource_blocked_by_someone_elses_record_blocked,
+    local_mode_keeps_the_files_key_order_mode_and_owner,
+    after_import_the_next_plan_is_empty,
 );
 
 /// A fixed test key (64 hex characters) for the vault.
@@ -1302,12 +1304,13 @@ async fn import_adopts_existing_records_and_writes_hostnames_into_state(ws: Work
         json!({"httpHostHeader": "web"}),
         "kept"
     );
+    // Adopted rules stay where they stood (before the unmanaged rule, as found).
     assert_eq!(
         cf.ingress(),
         owned(&[
-            (Some("old.example.com"), "http://localhost:8080"),
             (Some("api.example.com"), "http://localhost:3100"),
             (Some("web.example.com"), "http://localhost:3101"),
+            (Some("old.example.com"), "http://localhost:8080"),
             (None, "http_status:404"),
         ])
     );
@@ -1624,5 +1627,115 @@ async fn cli_status_calls_a_resource_blocked_by_someone_elses_record_blocked(ws:
             .unwrap()
             .contains("not managed by supervisor"),
         "{line}"
+    );
+}
+
+/// The README promises that keys the supervisor does not manage are kept in their order: the top-level
+/// keys, each rule's keys and nested settings keep the order of the file as it was, so a hand-ordered
+/// file does not show as drifted; and the write keeps the file's mode and owner (cloudflared may run as
+/// another user).
+async fn local_mode_keeps_the_files_key_order_mode_and_owner(ws: Workspace) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cf = Cf::local(ws, "true").await;
+    cf.project("shop", 3100, &[("api", Some("api.example.com"))]);
+    let creds = cf.ws.path().join("cloudflared/creds.json");
+    let hand_written = format!(
+        "ingress:\n  - service: https://10.0.0.1\n    hostname: legacy.example.com\n    originRequest:\n      noTLSVerify: true\n      connectTimeout: 10s\n  - service: http_status:404\ncredentials-file: {}\nwarp-routing:\n  enabled: true\ntunnel: {}\nloglevel: debug\n",
+        creds.display(),
+        cf.tunnel
+    );
+    let path = cf.config_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &hand_written).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // As root (CI containers), give the file to another user as a cloudflared package would; otherwise
+    // it stays ours and the owner check below still holds.
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let before = std::fs::metadata(&path).unwrap();
+
+    cf.apply().await;
+    let written = std::fs::read_to_string(&path).unwrap();
+    let body = written
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        body,
+        format!(
+            "ingress:\n  - service: https://10.0.0.1\n    hostname: legacy.example.com\n    originRequest:\n      noTLSVerify: true\n      connectTimeout: 10s\n  - hostname: api.example.com\n    service: http://localhost:3100\n  - service: http_status:404\ncredentials-file: {}\nwarp-routing:\n  enabled: true\ntunnel: {}\nloglevel: debug",
+            creds.display(),
+            cf.tunnel
+        ),
+        "{written}"
+    );
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(after.mode() & 0o7777, 0o640, "mode kept");
+    assert_eq!(
+        (after.uid(), after.gid()),
+        (before.uid(), before.gid()),
+        "owner kept"
+    );
+    if root {
+        assert_eq!((after.uid(), after.gid()), (65534, 65534));
+    }
+    cf.assert_converged().await;
+
+    // Reordering keys by hand is not drift either.
+    let reordered = written.replace(
+        &format!("tunnel: {}\nloglevel: debug\n", cf.tunnel),
+        &format!("loglevel: debug\ntunnel: {}\n", cf.tunnel),
+    );
+    assert_ne!(reordered, written);
+    std::fs::write(&path, &reordered).unwrap();
+    cf.assert_converged().await;
+}
+
+/// `import cloudflare` adopts rules where they stand: the next plan moves nothing, even when an
+/// unmanaged rule as specific as ours sits after an adopted one.
+async fn after_import_the_next_plan_is_empty(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    cf.project("shop", 3100, &[("api", None), ("web", None)]);
+    cf.apply().await;
+    let target = cf.target();
+    for name in ["api.example.com", "web.example.com"] {
+        cf.seed(
+            json!({"type": "CNAME", "name": name, "content": target, "ttl": 1, "proxied": true}),
+        );
+    }
+    cf.fake.set_tunnel_config(
+        ACCOUNT_ID,
+        &cf.tunnel,
+        json!({"ingress": [
+            {"hostname": "api.example.com", "service": "http://localhost:3100"},
+            {"hostname": "other.example.com", "service": "http://localhost:9999"},
+            {"hostname": "web.example.com", "service": "http://localhost:3101"},
+            {"service": "http_status:404"}
+        ]}),
+    );
+    cf.project(
+        "shop",
+        3100,
+        &[
+            ("api", Some("api.example.com")),
+            ("web", Some("web.example.com")),
+        ],
+    );
+    let report = import_cloudflare(&cf.desired(), &cf.context(&[]))
+        .await
+        .unwrap();
+    assert_eq!(report.adopted.len(), 4, "{report:?}");
+    cf.assert_converged().await;
+    assert_eq!(
+        cf.ingress(),
+        owned(&[
+            (Some("api.example.com"), "http://localhost:3100"),
+            (Some("other.example.com"), "http://localhost:9999"),
+            (Some("web.example.com"), "http://localhost:3101"),
+            (None, "http_status:404"),
+        ])
     );
 }

@@ -149,9 +149,10 @@ mod tests {
             render(&Doc { b: 1, a: 2 }),
             r#"{"format_version":"1","b":1,"a":2}"#
         );
+        // Maps keep their key order (serde_json's preserve_order), so the document is as written.
         assert_eq!(
             render(&serde_json::json!({"format_version": "1", "a": 2})),
-            r#"{"a":2,"format_version":"1"}"#
+            r#"{"format_version":"1","a":2}"#
         );
         assert_eq!(
             render(&serde_json::json!([1])),

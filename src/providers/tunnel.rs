@@ -172,18 +172,6 @@ struct LocalConfigIn {
     config: TunnelConfig,
 }
 
-#[derive(Serialize)]
-struct LocalConfigOut<'a> {
-    tunnel: &'a str,
-    #[serde(rename = "credentials-file")]
-    credentials_file: String,
-    #[serde(flatten)]
-    other: &'a Map<String, Value>,
-    #[serde(rename = "originRequest", skip_serializing_if = "Option::is_none")]
-    origin_request: &'a Option<Value>,
-    ingress: &'a [IngressRule],
-}
-
 /// Parses a `config.yml`; an empty file is an empty configuration.
 pub fn parse_local(text: &str) -> Result<TunnelConfig, String> {
     if text.trim().is_empty() {
@@ -197,21 +185,90 @@ pub fn parse_local(text: &str) -> Result<TunnelConfig, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Renders `config.yml` for `settings` with `config`'s rules and other keys.
-pub fn render_local(settings: &Tunnel, config: &TunnelConfig) -> String {
-    let out = LocalConfigOut {
-        tunnel: &settings.id,
-        credentials_file: settings
-            .credentials_file
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        other: &config.other,
-        origin_request: &config.origin_request,
-        ingress: &config.ingress,
+/// Renders `config.yml` for `settings` with `config`'s rules and other keys, in the key order of
+/// `previous` (the file as it is): its top-level keys and each rule's keys keep their places (a rule is
+/// the same rule when hostname and path are), nested settings keep theirs; what is new follows in
+/// cloudflared's documented order (`tunnel`, `credentials-file`, other keys, `originRequest`,
+/// `ingress`; `hostname`, `service`, `path`, `originRequest`).
+pub fn render_local(settings: &Tunnel, config: &TunnelConfig, previous: Option<&str>) -> String {
+    let previous: Option<Map<String, Value>> = previous
+        .filter(|t| !t.trim().is_empty())
+        .and_then(|t| serde_saphyr::from_str::<Value>(t).ok())
+        .and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        });
+    let previous_rules: Vec<&Map<String, Value>> = previous
+        .as_ref()
+        .and_then(|p| p.get("ingress"))
+        .and_then(Value::as_array)
+        .map(|rules| rules.iter().filter_map(Value::as_object).collect())
+        .unwrap_or_default();
+    let mut entries: Vec<(String, Value)> = vec![
+        ("tunnel".into(), Value::String(settings.id.clone())),
+        (
+            "credentials-file".into(),
+            Value::String(
+                settings
+                    .credentials_file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+        ),
+    ];
+    entries.extend(config.other.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(o) = &config.origin_request {
+        entries.push(("originRequest".into(), o.clone()));
+    }
+    let rules = config
+        .ingress
+        .iter()
+        .map(|r| {
+            let value = serde_json::to_value(r).unwrap_or(Value::Null);
+            match previous_rules.iter().find(|p| same_rule(p, r)) {
+                Some(p) => in_order_of(value, p),
+                None => value,
+            }
+        })
+        .collect();
+    entries.push(("ingress".into(), Value::Array(rules)));
+    let mut ordered = Map::new();
+    for key in previous.iter().flat_map(|p| p.keys()) {
+        if let Some(i) = entries.iter().position(|(k, _)| k == key) {
+            let (k, v) = entries.remove(i);
+            ordered.insert(k, v);
+        }
+    }
+    ordered.extend(entries);
+    format!("{FILE_HEADER}{}", to_yaml(&Value::Object(ordered)))
+}
+
+/// Whether a rule of the file as it was (`previous`) is `rule`: same hostname and path.
+fn same_rule(previous: &Map<String, Value>, rule: &IngressRule) -> bool {
+    let text = |k: &str| {
+        previous
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     };
-    let body = to_yaml(&out);
-    format!("{FILE_HEADER}{body}")
+    text("hostname").map(normalize_host) == rule_host(rule)
+        && text("path") == rule.path.as_deref().filter(|p| !p.is_empty())
+}
+
+/// `value`'s keys in the order of `template`'s, the others after them.
+fn in_order_of(value: Value, template: &Map<String, Value>) -> Value {
+    let Value::Object(mut fields) = value else {
+        return value;
+    };
+    let mut ordered = Map::new();
+    for key in template.keys() {
+        if let Some(v) = fields.remove(key) {
+            ordered.insert(key.clone(), v);
+        }
+    }
+    ordered.extend(fields);
+    Value::Object(ordered)
 }
 
 /// YAML the way cloudflared's documentation writes it: list items indented under their key, plain
@@ -266,9 +323,23 @@ fn is_plain_rule_for(r: &IngressRule, hostname: &str) -> bool {
     r.path.as_deref().is_none_or(str::is_empty) && rule_host(r).as_deref() == Some(hostname)
 }
 
+/// Whether a rule for `general` receives requests for `specific` (`*` and `*.suffix` wildcards).
+fn covers(general: &str, specific: &str) -> bool {
+    general == "*"
+        || general == specific
+        || general.strip_prefix("*.").is_some_and(|suffix| {
+            specific
+                .strip_suffix(suffix)
+                .is_some_and(|p| p.ends_with('.'))
+        })
+}
+
 /// Merges rule edits into `current` and places the supervisor's rules (see the module docs).
 /// `managed`: the hostnames whose rules the supervisor owns after the edits. Every other rule keeps its
-/// content and its order relative to the others; keys and `originRequest` are kept. Pure.
+/// content and its order relative to the others; keys and `originRequest` are kept. A rule of ours that
+/// already stands where cloudflared matches it as meant (no earlier rule covers its hostname, it covers
+/// no later rule) stays where it is — an adopted rule is not moved; new rules, and rules in a wrong
+/// place, go before the first rule less specific than them. Pure.
 pub fn merge(
     current: &TunnelConfig,
     edits: &[RuleEdit],
@@ -280,6 +351,7 @@ pub fn merge(
     } else {
         None
     };
+    let mut added = HashSet::new();
     for edit in edits {
         match edit {
             RuleEdit::Remove { hostname } => rules.retain(|r| !is_plain_rule_for(r, hostname)),
@@ -289,21 +361,57 @@ pub fn merge(
                         r.hostname = Some(hostname.clone());
                         r.service = service.clone();
                     }
-                    None => rules.push(IngressRule::new(hostname.clone(), service.clone())),
+                    None => {
+                        rules.push(IngressRule::new(hostname.clone(), service.clone()));
+                        added.insert(hostname.clone());
+                    }
                 }
             }
         }
     }
-    let (mut ours, mut ingress): (Vec<IngressRule>, Vec<IngressRule>) = rules
+    let ours =
+        |r: &IngressRule| rule_host(r).is_some_and(|h| managed.contains(&h)) && r.path.is_none();
+    let (new, standing): (Vec<IngressRule>, Vec<IngressRule>) = rules
         .into_iter()
-        .partition(|r| rule_host(r).is_some_and(|h| managed.contains(&h)) && r.path.is_none());
-    // Other rules stay exactly where they are relative to each other; each of ours goes before the
-    // first rule less specific than it (so after a path rule for the same hostname).
-    ours.sort_by_key(|r| {
+        .partition(|r| ours(r) && rule_host(r).is_some_and(|h| added.contains(&h)));
+    // Whether each standing rule of ours is matched as meant where it stands: no earlier rule takes
+    // its requests (a wildcard or path-only rule covering its hostname), and it takes none of a later
+    // rule's (a path rule for its hostname, or, for a wildcard, a hostname under it).
+    let well_placed: Vec<bool> = standing
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let host = rule_host(r).unwrap_or_else(|| "*".into());
+            let other_host = |x: &IngressRule| rule_host(x).unwrap_or_else(|| "*".into());
+            standing[..i].iter().all(|earlier| {
+                let e = other_host(earlier);
+                e == host || !covers(&e, &host)
+            }) && standing[i + 1..].iter().all(|later| {
+                let l = other_host(later);
+                if l == host {
+                    later.path.is_none()
+                } else {
+                    !covers(&host, &l)
+                }
+            })
+        })
+        .collect();
+    let mut ingress = Vec::with_capacity(standing.len() + new.len() + 1);
+    let mut to_place = new;
+    for (r, ok) in standing.into_iter().zip(well_placed) {
+        if ours(&r) && !ok {
+            to_place.push(r);
+        } else {
+            ingress.push(r);
+        }
+    }
+    // Each goes before the first rule less specific than it (so after a path rule for the same
+    // hostname); ours among themselves by name.
+    to_place.sort_by_key(|r| {
         let h = rule_host(r);
         (specificity(h.as_deref()), h)
     });
-    for rule in ours {
+    for rule in to_place {
         let key = specificity(rule_host(&rule).as_deref());
         let at = ingress
             .iter()
@@ -608,7 +716,7 @@ pub fn diff(
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            let rendered = render_local(settings, &merged);
+            let rendered = render_local(settings, &merged, local.text.as_deref());
             let old = local.text.as_deref().unwrap_or("");
             if local.text.as_deref() != Some(rendered.as_str()) {
                 let reload = settings
@@ -994,7 +1102,7 @@ impl Provider for TunnelProvider {
         })?;
         match &observed.local {
             Some(local) => {
-                let rendered = render_local(&self.settings, &merged);
+                let rendered = render_local(&self.settings, &merged, local.text.as_deref());
                 if local.text.as_deref() != Some(rendered.as_str()) {
                     self.write_local(local.text.as_deref(), &rendered).await?;
                 }
@@ -1157,7 +1265,7 @@ mod tests {
         let merged = merge(&obs.config, &edits, &managed);
         validate(&merged.ingress).unwrap();
         if let Some(local) = &mut obs.local {
-            let text = render_local(settings, &merged);
+            let text = render_local(settings, &merged, local.text.as_deref());
             local.last_written = Some(sha256(&text));
             local.text = Some(text);
             obs.config = parse_local(local.text.as_deref().unwrap()).unwrap();
@@ -1431,6 +1539,7 @@ mod tests {
                 }],
                 &HashSet::from(["api.example.com".to_string()]),
             ),
+            None,
         );
         assert_eq!(rendered, expected);
         for line in expected.lines() {
@@ -1468,7 +1577,7 @@ mod tests {
         assert_eq!(c.ingress.len(), 2);
         assert_eq!(c.other["loglevel"], json!("debug"));
         let s = settings(TunnelMode::Local);
-        let out = render_local(&s, &merge(&c, &[], &HashSet::new()));
+        let out = render_local(&s, &merge(&c, &[], &HashSet::new()), Some(text));
         let back = parse_local(&out).unwrap();
         assert_eq!(back, c, "{out}");
         assert!(out.contains(&format!("tunnel: {ID}\n")), "{out}");

@@ -4,7 +4,10 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Replaces `path` with `contents` atomically.
+/// Replaces `path` with `contents` atomically (a temporary file in the same directory, synced, then
+/// renamed over it). An existing file keeps its permission bits and its owner and group: the temporary
+/// file gets them before the rename, and when the owner cannot be kept (not permitted) nothing is
+/// replaced and the error says so. A new file gets the process's defaults (umask).
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -16,8 +19,12 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let existing = std::fs::metadata(path).ok();
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(was) = &existing {
+            keep_mode_and_owner(&f, was, path)?;
+        }
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -31,6 +38,31 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Gives the new file `f` the mode, owner and group of the file `was` (at `path`) it replaces.
+fn keep_mode_and_owner(
+    f: &std::fs::File,
+    was: &std::fs::Metadata,
+    path: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let now = f.metadata()?;
+    if (now.uid(), now.gid()) != (was.uid(), was.gid()) {
+        std::os::unix::fs::fchown(f, Some(was.uid()), Some(was.gid())).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot keep the owner {}:{} of {} ({e}); nothing was written",
+                    was.uid(),
+                    was.gid(),
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    // After the owner: changing the owner may clear set-id bits.
+    f.set_permissions(std::fs::Permissions::from_mode(was.mode() & 0o7777))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -245,6 +277,30 @@ mod tests {
             hostname: None,
             prevent_destroy: false,
         }
+    }
+
+    #[test]
+    fn an_atomic_write_keeps_mode_and_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kept.yaml");
+        std::fs::write(&p, "old\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+        if root {
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        }
+        let before = std::fs::metadata(&p).unwrap();
+        write_atomic(&p, "new\n").unwrap();
+        let after = std::fs::metadata(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new\n");
+        assert_eq!(after.mode() & 0o7777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_ne!(after.ino(), before.ino(), "replaced by rename");
+        // A new file gets the defaults.
+        let fresh = dir.path().join("fresh.yaml");
+        write_atomic(&fresh, "x").unwrap();
+        assert!(fresh.exists());
     }
 
     #[test]
