@@ -13,7 +13,10 @@
 //! like nothing. So those targets are capped ([`PAYLOAD_CAPS`]) by a second filter that is combined with
 //! the user's directives (both must allow an event), so `LOG_LEVEL=trace` or `rmcp=trace` cannot lift the
 //! cap. What the capped logs said usefully is logged by the supervisor itself without payloads: every MCP
-//! tool call (tool, outcome, duration) at info.
+//! tool call (tool, outcome, duration) at info. Checked and left alone: h2 (its frame `Debug` leaves out
+//! header fields and data), hyper (its tracing is compiled out), reqwest and rustls (they log through the
+//! `log` crate, which is not bridged), sqlx's statement logging (SQL text only; values are bound, and
+//! secrets reach the database encrypted).
 
 use std::io::{self, Write};
 
