@@ -993,6 +993,36 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
         None,
         None,
     );
+    let saved = env.path().join("saved.plan");
+    step(
+        "plan --out",
+        env.cmd().arg("plan").arg("--out").arg(&saved),
+        None,
+        None,
+    );
+    step(
+        "apply (saved plan)",
+        env.cmd().arg("apply").arg(&saved).arg("--auto-approve"),
+        None,
+        None,
+    );
+    // A token to revoke, then its revocation.
+    let traced_run = |args: &[&str]| {
+        let mut c = env.cmd();
+        traced(&mut c);
+        run(c.args(args), None)
+    };
+    let created = traced_run(&["token", "create", "--meta", "--json"]);
+    let id = serde_json::from_str::<Value>(&stdout(&created)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    steps.push(("token create --json".into(), created, None));
+    steps.push((
+        "token revoke".into(),
+        traced_run(&["token", "revoke", &id]),
+        None,
+    ));
 
     let mut trace_lines = 0;
     for (name, out, allowed) in &steps {
