@@ -14,6 +14,7 @@
 
 pub mod apply;
 mod error;
+pub mod instructions;
 pub mod metrics;
 pub mod ports;
 pub mod runtime;
