@@ -13,6 +13,7 @@
 //! Nothing here knows about terminals, HTTP or MCP; callers render.
 
 pub mod apply;
+pub mod checks;
 mod error;
 pub mod instructions;
 pub mod metrics;
