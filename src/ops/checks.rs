@@ -77,7 +77,11 @@ pub async fn run_checks(
                     if p.checks.is_empty() {
                         "(none declared)".to_string()
                     } else {
-                        p.checks.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                        p.checks
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     }
                 )));
             }
