@@ -81,6 +81,9 @@ pub struct ServeConfig {
     /// Failed authentications a client address may have at once before it gets 429 (then one per
     /// second). Behind a reverse proxy every client shares the proxy's address.
     pub auth_failures_burst: u32,
+    /// The URL agents use to reach this server (behind a proxy or tunnel), named in generated
+    /// CLAUDE.md files; default `http://<listen>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -97,6 +100,7 @@ impl Default for ServeConfig {
             sessions_per_token: 128,
             session_idle_secs: 120,
             auth_failures_burst: 10,
+            public_url: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod engine;
+pub mod instructions;
 pub mod logging;
 pub mod mcp;
 pub mod ops;

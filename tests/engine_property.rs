@@ -63,6 +63,7 @@ fn desired(shape: &Shape) -> Desired {
                 secrets: RequiredSecrets::default(),
                 checks: vec![],
                 instructions: None,
+                instructions_dir: None,
             },
         );
     }
@@ -91,6 +92,7 @@ fn desired(shape: &Shape) -> Desired {
         cloudflare: None,
         gcloud: None,
         vms: vec![],
+        instructions: Default::default(),
         projects,
     }
 }

@@ -37,9 +37,13 @@ pub async fn open_store(ctx: &Context) -> anyhow::Result<Arc<dyn Store>> {
 /// diagnostics were printed), the store opened, the vault loaded when a key is configured — a broken
 /// key only stops the providers that need a credential (they say why).
 pub async fn runtime(ctx: &Context) -> anyhow::Result<Result<Arc<Runtime>, ExitCode>> {
-    let desired = match load_desired(ctx) {
+    let dir = ctx.settings.state_dir.clone();
+    let desired = match tokio::task::spawn_blocking(move || state::load(&dir)).await? {
         Ok(d) => d,
-        Err(code) => return Ok(Err(code)),
+        Err(diags) => {
+            print_diagnostics(ctx, &diags);
+            return Ok(Err(ExitCode::from(1)));
+        }
     };
     let store = open_store(ctx).await?;
     let vault = VaultState::load(&ctx.settings, &store);

@@ -13,7 +13,9 @@
 //! Nothing here knows about terminals, HTTP or MCP; callers render.
 
 pub mod apply;
+pub mod checks;
 mod error;
+pub mod instructions;
 pub mod metrics;
 pub mod ports;
 pub mod runtime;

@@ -251,6 +251,17 @@ impl Runtime {
             secrets: self.credentials(),
             adopt: adopt.to_vec(),
             actor: actor.to_string(),
+            mcp_base_url: self.mcp_base_url(),
+        }
+    }
+
+    /// Where agents reach this supervisor's MCP server: `public_url` from `supervisor.toml`'s `[serve]`,
+    /// else the listen address.
+    pub fn mcp_base_url(&self) -> String {
+        let serve = &self.settings.file.serve;
+        match &serve.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", serve.listen),
         }
     }
 

@@ -834,6 +834,7 @@ mod tests {
             cloudflare: None,
             gcloud: None,
             vms: vec![],
+            instructions: Default::default(),
             projects: projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
         }
     }
@@ -856,6 +857,7 @@ mod tests {
             secrets: RequiredSecrets::default(),
             checks: vec![],
             instructions: None,
+            instructions_dir: None,
         }
     }
 

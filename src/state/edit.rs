@@ -231,6 +231,16 @@ pub fn declare_service(dir: &Path, project: &str, name: &str) -> Result<Edited, 
     })
 }
 
+/// Replaces a project's `instructions:` text (the CLI user's edit: applied to the state as it is).
+pub fn set_instructions(dir: &Path, project: &str, text: &str) -> Result<Edited, EditError> {
+    edit_project(dir, project, None, |current| {
+        let mut p = current
+            .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
+        p.instructions = Some(text.to_string());
+        Ok(p)
+    })
+}
+
 /// Removes a service from a project (its port is freed by the next apply).
 pub fn remove_service(
     dir: &Path,
@@ -353,6 +363,7 @@ mod tests {
             secrets: RequiredSecrets::default(),
             checks: vec![],
             instructions: None,
+            instructions_dir: None,
         };
         let out = upsert_project(&state, &p, &rev).unwrap();
         assert_eq!(out.desired.projects["blog"].services[0].port, Some(3201));

@@ -238,6 +238,7 @@ pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics
         cloudflare: settings.cloudflare,
         gcloud: settings.gcloud,
         vms: settings.vms,
+        instructions: settings.instructions,
         projects: desired_projects,
     })
 }
@@ -248,6 +249,44 @@ struct Settings {
     cloudflare: Option<Cloudflare>,
     gcloud: Option<Gcloud>,
     vms: Vec<Vm>,
+    instructions: super::InstructionSettings,
+}
+
+/// `instructions:` of supervisor.yaml: a sane budget; `meta_path` made absolute (relative to the state
+/// directory's parent).
+fn check_instructions(
+    decl: Option<&super::model::InstructionsDecl>,
+    state_dir: &Path,
+    d: &mut FileDiags<'_>,
+) -> super::InstructionSettings {
+    let mut out = super::InstructionSettings::default();
+    let Some(decl) = decl else { return out };
+    if let Some(b) = &decl.budget {
+        if !(1_000..=1_000_000).contains(&b.value) {
+            d.at(
+                b.referenced,
+                format!(
+                    "instructions.budget {} is outside 1000–1000000 characters",
+                    b.value
+                ),
+                Some("CLAUDE.md is read by the agent on every start: keep it well under 100000"),
+            );
+        } else {
+            out.budget = b.value as usize;
+        }
+    }
+    if let Some(m) = &decl.meta_path {
+        out.meta_path = Some(if m.value.is_absolute() {
+            m.value.clone()
+        } else {
+            let base = match state_dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            base.join(&m.value)
+        });
+    }
+    out
 }
 
 fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
@@ -448,12 +487,15 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
         });
     }
 
+    let state_dir = d.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let instructions = check_instructions(sup.instructions.as_ref(), &state_dir, d);
     Settings {
         ports,
         shared,
         cloudflare,
         gcloud,
         vms,
+        instructions,
     }
 }
 
@@ -568,6 +610,7 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
         },
         checks: p.checks.clone(),
         instructions: p.instructions.clone(),
+        instructions_dir: p.instructions_dir.as_ref().map(|d| d.value.clone()),
     }
 }
 
@@ -753,6 +796,16 @@ fn check_projects(
             if c.trim().is_empty() {
                 d.at(p.name.referenced, "a check command is empty", None);
             }
+        }
+        if let Some(dir) = &p.instructions_dir
+            && dir.value.is_relative()
+            && p.path.is_none()
+        {
+            d.at(
+                dir.referenced,
+                "instructions_dir is relative to the project's path, but the project has no path",
+                Some("set path:, or make instructions_dir absolute"),
+            );
         }
 
         if out.contains_key(name) {

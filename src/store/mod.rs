@@ -17,6 +17,7 @@
 //! concurrent applies cannot double-allocate); a project's port block never overlaps another's. This module
 //! never sees a secret in clear text: it stores and returns ciphertext only.
 
+pub mod checks;
 mod portable;
 pub mod postgres;
 pub mod sqlite;
@@ -331,6 +332,7 @@ pub trait Store:
     + KnowledgeRepo
     + TokenRepo
     + HealthRepo
+    + checks::CheckRepo
     + Send
     + Sync
 {

@@ -10,6 +10,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 
 use super::McpServer;
 
+mod checks;
 mod plan;
 mod ports;
 mod secrets;
@@ -22,6 +23,7 @@ pub const META_ONLY: &[&str] = &[];
 pub fn all() -> ToolRouter<McpServer> {
     McpServer::state_tools()
         + McpServer::plan_tools()
+        + McpServer::checks_tools()
         + McpServer::ports_tools()
         + McpServer::secrets_tools()
 }

@@ -12,6 +12,7 @@ use crate::engine::{Plan, Scope, Summary};
 use crate::mcp::McpServer;
 use crate::ops::{self, ApplyOutcome, ApplyRequest, OpsError, ReconcileStatus, Unattended};
 use crate::secrets::vault::VaultHealth;
+use crate::store::checks::CheckRun;
 
 #[derive(Debug, Deserialize, JsonSchema, Default)]
 pub struct ProjectArgs {
@@ -37,6 +38,8 @@ pub struct ProjectStatusOut {
     pub status: StatusReport,
     /// The project's secrets that are expired or flagged for rotation (paths only).
     pub secrets: VaultHealth,
+    /// The newest run of each declared check (run_checks), newest first.
+    pub last_checks: Vec<CheckRun>,
     pub reconcile: ReconcileStatus,
 }
 
@@ -58,7 +61,7 @@ pub struct ApplyOut {
 #[tool_router(router = plan_tools, vis = "pub(super)")]
 impl McpServer {
     #[tool(
-        description = "Status of a project's resources: in_sync, pending, drifted, failed or blocked (the plan has an error about it), with the last apply, pending warnings (e.g. missing required secrets), secrets needing attention and what the reconciler is doing or waiting for."
+        description = "Status of a project's resources (ports, hostnames, its CLAUDE.md instructions): in_sync, pending, drifted, failed or blocked (the plan has an error about it), with the last apply, pending warnings (e.g. missing required secrets), secrets needing attention, the last result of each declared check and what the reconciler is doing or waiting for."
     )]
     async fn project_status(
         &self,
@@ -74,7 +77,13 @@ impl McpServer {
                 only: None,
             };
             let status = ops::status::status(&self.runtime, &scope, &actor).await?;
+            let last_checks = self
+                .runtime
+                .store
+                .latest_check_runs(scope.project.as_deref().unwrap_or_default())
+                .await?;
             Ok(Json(ProjectStatusOut {
+                last_checks,
                 revision: desired.revision.clone(),
                 desired_error: self.runtime.desired_error().await.map(|e| e.message),
                 status: status.report,
