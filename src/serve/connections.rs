@@ -50,7 +50,7 @@ const MIN_CONNECTIONS: usize = 16;
 /// Header timeout of a probe-only connection.
 const PROBE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new connection waits for the slot of a connection it evicted.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
 /// How long shutdown waits for requests in progress.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
