@@ -970,9 +970,10 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
         ("import ports (not implemented)", &["import", "ports"]),
         ("timing (not implemented)", &["timing", "stats"]),
         ("knowledge (not implemented)", &["knowledge", "search"]),
+        ("instructions render", &["instructions", "render", "leak"]),
         (
-            "instructions (not implemented)",
-            &["instructions", "render"],
+            "instructions render --meta",
+            &["instructions", "render", "--meta"],
         ),
         ("validate", &["validate"][..]),
         ("plan", &["plan"]),
@@ -990,6 +991,12 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
     step(
         "doctor --json",
         env.cmd().args(["doctor", "--json"]),
+        None,
+        None,
+    );
+    step(
+        "instructions adapt",
+        env.cmd().args(["instructions", "adapt"]).arg(env.path()),
         None,
         None,
     );
