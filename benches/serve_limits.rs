@@ -164,7 +164,7 @@ async fn sessions(server: &Server, n: usize) -> f64 {
     let client = reqwest::Client::new();
     let started = Instant::now();
     let url = format!("{}/mcp/meta", server.url);
-    let mut ok = 0;
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
     for chunk in 0..n.div_ceil(50) {
         let mut batch = Vec::new();
         for _ in 0..50.min(n - chunk * 50) {
@@ -179,12 +179,18 @@ async fn sessions(server: &Server, n: usize) -> f64 {
             );
         }
         for r in futures_join(batch).await {
-            if r.is_ok_and(|r| r.status() == 200) {
-                ok += 1;
-            }
+            let key = match r {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            *statuses.entry(key).or_default() += 1;
         }
     }
-    assert_eq!(ok, n, "every initialize answered");
+    assert_eq!(
+        statuses.get("200").copied().unwrap_or(0),
+        n,
+        "every initialize answered: {statuses:?}"
+    );
     started.elapsed().as_secs_f64()
 }
 

@@ -1,20 +1,21 @@
 //! What keeps clients that fail authentication, or open sessions without end, from growing the server's
-//! memory or wearing down the token store. Each structure here is bounded by construction:
+//! memory. Each structure here is bounded by construction:
 //!
 //! * [`TtlCache`] — verified tokens, kept a short time (revocation takes effect within the TTL) and at
 //!   most `capacity` of them. Refused tokens are never cached: every distinct made-up token would be an
-//!   entry; [`FailedAuth`] makes trying them expensive instead.
+//!   entry.
 //! * [`FailedAuth`] — a token bucket of authentication *failures* per client address (IPv4 address, or
-//!   IPv6 /64): a client that keeps failing gets `429` with `Retry-After` before its token is even looked
-//!   up. At most `capacity` clients are tracked; when full, clients whose bucket has refilled are
+//!   IPv6 /64): a client that keeps failing gets `429` with `Retry-After` instead of `401` until it
+//!   pauses. At most `capacity` clients are tracked; when full, clients whose bucket has refilled are
 //!   forgotten first.
 //! * [`SessionLimits`] — the MCP sessions each principal holds: at most `per_principal`, the least
 //!   recently used closed when a new one would exceed that; sessions unused for longer than the idle
 //!   time are forgotten (rmcp closes them itself after the same time).
 //!
-//! Caveat: behind a reverse proxy every client has the proxy's address, so they share one failure
-//! bucket (forwarded-for headers are not trusted: any client can set them). A client whose token
-//! verified recently is never throttled, so only clients that fail are slowed down.
+//! Caveat: behind a reverse proxy (or cloudflared) every client has the proxy's address, so they share
+//! one failure bucket (forwarded-for headers are not trusted: any client can set them). That is why a
+//! valid token is always accepted, throttled address or not: one client's failures never lock another
+//! client out; only clients that fail are answered 429.
 
 use std::collections::HashMap;
 use std::hash::Hash;

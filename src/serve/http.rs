@@ -4,7 +4,7 @@
 //!
 //! In front of MCP: bearer-token authentication (401 without a valid token, 403 on another project's
 //! endpoint; the scheme is case-insensitive), a throttle on clients that keep failing authentication
-//! (429 with `Retry-After`, see [`super::guard`]), a per-token rate limit (429 with `Retry-After`), and
+//! (429 with `Retry-After` instead of 401; a valid token is always accepted; see [`super::guard`]), a per-token rate limit (429 with `Retry-After`), and
 //! rmcp's Host/Origin validation (DNS-rebinding protection) with configurable allowed hosts.
 //!
 //! A POST body is read whole (at most [`MAX_BODY`], within [`BODY_READ_TIMEOUT`]) before rmcp sees it:
@@ -211,31 +211,27 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    // A client that keeps failing is refused before its token is looked up, unless the token is one
-    // that verified a moment ago (clients sharing a proxy's address keep working).
-    let recently_verified = presented
-        .as_deref()
-        .is_some_and(|t| st.auth_cache.get(&auth::hash_token(t)).is_some());
-    if let Some(ip) = client
-        && !recently_verified
-        && let Err(retry) = st.failed_auth.check(ip)
-    {
-        st.rt.metrics.rejected("auth_throttled");
-        let mut r = json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications from this address; wait before retrying",
-        );
-        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
-    }
-    let unauthorized = |msg: &str| {
-        st.rt.metrics.rejected("unauthorized");
+    // A client that keeps failing authentication is answered 429 instead of 401 until it pauses. A
+    // valid token is accepted whatever its address did: behind a reverse proxy or cloudflared every
+    // client shares one address, and one client's failures must not lock the others out.
+    let throttled = client.and_then(|ip| st.failed_auth.check(ip).err());
+    let refuse = |status_401_message: &str| {
         if let Some(ip) = client {
             st.failed_auth.failed(ip);
         }
-        let mut r = json_error(StatusCode::UNAUTHORIZED, msg);
+        if let Some(retry) = throttled {
+            st.rt.metrics.rejected("auth_throttled");
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address; wait before retrying",
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        st.rt.metrics.rejected("unauthorized");
+        let mut r = json_error(StatusCode::UNAUTHORIZED, status_401_message);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"supervisor\""),
@@ -243,13 +239,13 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
         r
     };
     let Some(token) = presented else {
-        return unauthorized(
+        return refuse(
             "missing bearer token: send `Authorization: Bearer <token>` (create one with `supervisor token create`)",
         );
     };
     let principal = match st.verify(&token).await {
         Ok(Some(p)) => p,
-        Ok(None) => return unauthorized("invalid or revoked token"),
+        Ok(None) => return refuse("invalid or revoked token"),
         Err(e) => {
             tracing::error!(error = %e, "token lookup failed");
             return json_error(
