@@ -14,3 +14,4 @@ pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod timing;
