@@ -187,15 +187,15 @@ pub fn task_type(t: &str) -> Result<String> {
     Ok(t)
 }
 
-/// A description: not blank, at most 20,000 characters.
+/// A description: not blank, at most 100,000 characters (history holds long bug reports).
 pub fn description(d: &str) -> Result<String> {
     if d.trim().is_empty() {
         return Err(invalid("description", "it is empty".into()));
     }
-    if d.chars().count() > 20_000 {
+    if d.chars().count() > 100_000 {
         return Err(invalid(
             "description",
-            "it is longer than 20,000 characters".into(),
+            "it is longer than 100,000 characters".into(),
         ));
     }
     Ok(d.to_string())
@@ -305,9 +305,53 @@ pub fn parse_duration(text: &str) -> Result<f64, String> {
     Ok(total)
 }
 
+/// A duration for people: `45 s`, `12 min`, `1 h 20 min`, `2 d 3 h` (two units at most, rounded).
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "∞".into();
+    }
+    if seconds < 60.0 {
+        return format!("{} s", format_significant(seconds));
+    }
+    let minutes = (seconds / 60.0).round() as u64;
+    let (d, h, m) = (minutes / 1440, (minutes / 60) % 24, minutes % 60);
+    match (d, h, m) {
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+fn format_significant(s: f64) -> String {
+    if s >= 10.0 {
+        format!("{s:.0}")
+    } else if s >= 1.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_for_people() {
+        assert_eq!(human_duration(0.5), "0.50 s");
+        assert_eq!(human_duration(45.2), "45 s");
+        assert_eq!(human_duration(720.0), "12 min");
+        assert_eq!(human_duration(3600.0), "1 h");
+        assert_eq!(human_duration(4800.0), "1 h 20 min");
+        assert_eq!(
+            human_duration(86_400.0 * 2.0 + 3.0 * 3600.0 + 59.0),
+            "2 d 3 h"
+        );
+        assert_eq!(human_duration(86_400.0), "1 d");
+        assert_eq!(human_duration(f64::INFINITY), "∞");
+    }
 
     #[test]
     fn durations_parse_with_units() {
