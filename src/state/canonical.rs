@@ -127,6 +127,12 @@ fn project_node(p: &Project) -> Node {
     if let Some(i) = &p.instructions {
         m.push(("instructions".into(), text(i)));
     }
+    if let Some(d) = &p.instructions_dir {
+        m.push((
+            "instructions_dir".into(),
+            Node::Scalar(scalar(&d.to_string_lossy())),
+        ));
+    }
     Node::Map(m)
 }
 
@@ -246,6 +252,18 @@ fn supervisor_node(f: &SupervisorFile) -> Node {
                     .collect(),
             ),
         ));
+    }
+    if let Some(i) = &f.instructions {
+        let mut im = Vec::new();
+        if let Some(b) = &i.budget {
+            im.push(("budget".to_string(), b.value.to_string()));
+        }
+        if let Some(p) = &i.meta_path {
+            im.push(("meta_path".to_string(), scalar(&p.value.to_string_lossy())));
+        }
+        if !im.is_empty() {
+            m.push(("instructions".into(), Node::FlowMap(im)));
+        }
     }
     Node::Map(m)
 }
@@ -644,6 +662,7 @@ mod tests {
                 "a, b".into(),
             ],
             instructions: Some("  leading spaces\nsecond".into()),
+            instructions_dir: None,
         };
         let out = project_yaml(&p, None);
         assert_eq!(parse_project(&out), p, "{out}");

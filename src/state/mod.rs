@@ -14,6 +14,7 @@
 pub mod canonical;
 mod diagnostic;
 pub mod edit;
+mod hostname;
 pub mod model;
 pub mod scaffold;
 pub mod schema;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use hostname::Hostname;
 pub use model::TunnelMode;
 pub(crate) use validate::{NAME_HINT, is_valid_name};
 
@@ -44,7 +46,29 @@ pub struct Desired {
     pub cloudflare: Option<Cloudflare>,
     pub gcloud: Option<Gcloud>,
     pub vms: Vec<Vm>,
+    pub instructions: InstructionSettings,
     pub projects: BTreeMap<String, Project>,
+}
+
+/// How CLAUDE.md files are generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstructionSettings {
+    /// Characters allowed in a generated section.
+    pub budget: usize,
+    /// The meta supervisor's working directory (absolute).
+    pub meta_path: Option<PathBuf>,
+}
+
+/// The size budget of a generated CLAUDE.md section when `instructions.budget` is not set.
+pub const DEFAULT_INSTRUCTIONS_BUDGET: usize = 40_000;
+
+impl Default for InstructionSettings {
+    fn default() -> Self {
+        InstructionSettings {
+            budget: DEFAULT_INSTRUCTIONS_BUDGET,
+            meta_path: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,6 +141,9 @@ pub struct Project {
     pub checks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// A folder of `*.md` files that join the project's instruction layer (relative to `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions_dir: Option<PathBuf>,
 }
 
 fn default_host() -> String {
@@ -130,7 +157,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prevent_destroy: bool,
 }
