@@ -66,7 +66,8 @@ pub struct TimingConfig {
 impl Default for TimingConfig {
     fn default() -> Self {
         TimingConfig {
-            abandoned_after_secs: crate::timing::DEFAULT_ABANDONED_AFTER.as_secs(),
+            // 24 h, as timing::DEFAULT_ABANDONED_AFTER (config sits below the services it configures).
+            abandoned_after_secs: 24 * 3600,
         }
     }
 }

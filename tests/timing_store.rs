@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use supervisor::store::timing::TaskTypeStats;
 use supervisor::store::timing::{Completion, ImportedTask, NewTask, TaskFilter};
+use supervisor::timing::service::ImportReport;
 use supervisor::timing::service::{
     CompleteTimer, EstimateRequest, ListTimers, StartGroup, StartTimer,
 };
-use supervisor::timing::stats::{LogStats, TaskStats};
+use supervisor::timing::stats::{LogStats, TaskStats, deltas};
 use supervisor::timing::{Scope, Timing, TimingError};
 use support::db::TestDb;
 
@@ -75,7 +77,7 @@ fn completion(
         tests_written: Some(3),
         tokens_used: Some(45_000),
         retry_count: Some(1),
-        stats: TaskStats::completion(secs, success, own),
+        stats: deltas([(ty, project, TaskStats::completion(secs, success, own))]),
     }
 }
 
@@ -91,6 +93,28 @@ fn imported(id: &str, project: &str, ty: &str, desc: &str, secs: f64) -> Importe
         estimated_seconds: None,
         success: true,
     }
+}
+
+/// A row's statistics.
+fn st(r: &TaskTypeStats) -> TaskStats {
+    TaskStats::from_values(&r.values)
+}
+
+/// The statistics of one row, if it exists.
+async fn stats_row(db: &TestDb, task_type: &str, project: &str) -> Option<TaskStats> {
+    db.store
+        .list_task_stats(Some(task_type), Some(project))
+        .await
+        .unwrap()
+        .first()
+        .map(st)
+}
+
+async fn import(db: &TestDb, tasks: Vec<ImportedTask>) -> ImportReport {
+    Timing::new(db.store.clone())
+        .import_tasks(tasks)
+        .await
+        .unwrap()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -192,15 +216,17 @@ async fn a_completion_updates_the_row_and_both_statistics_rows_once(db: &TestDb)
     assert_eq!(keys, vec![("feature", ""), ("feature", "shop")]);
     let want = summary(&[(1200.0, true, Some(600.0))]);
     for r in &rows {
-        assert_stats(&r.stats, &want);
+        assert_stats(&st(r), &want);
     }
-    let levels = s.stats_levels("feature", "shop").await.unwrap();
-    assert_stats(&levels.type_project.unwrap(), &want);
-    assert_stats(&levels.task_type.unwrap(), &want);
-    assert_stats(&levels.all.unwrap(), &want);
-    let other = s.stats_levels("bug", "blog").await.unwrap();
-    assert_eq!((other.type_project, other.task_type), (None, None));
-    assert_stats(&other.all.unwrap(), &want);
+    // What an estimate reads: the (type, project) row and every all-project row.
+    let for_estimate = s.stats_for_estimate("feature", "shop").await.unwrap();
+    assert_eq!(for_estimate.len(), 2);
+    let other = s.stats_for_estimate("bug", "blog").await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(
+        (other[0].task_type.as_str(), other[0].project.as_str()),
+        ("feature", "")
+    );
 }
 
 async fn failures_count_but_do_not_enter_duration_statistics(db: &TestDb) {
@@ -218,8 +244,7 @@ async fn failures_count_but_do_not_enter_duration_statistics(db: &TestDb) {
     let row = s.get_task("b").await.unwrap().unwrap();
     assert_eq!((row.status.as_str(), row.success), ("failed", Some(false)));
     assert_eq!(row.error_message.as_deref(), Some("tests failed"));
-    let levels = s.stats_levels("bug", "shop").await.unwrap();
-    let got = levels.type_project.unwrap();
+    let got = stats_row(db, "bug", "shop").await.unwrap();
     assert_stats(
         &got,
         &summary(&[(100.0, true, None), (7.0, false, None), (400.0, true, None)]),
@@ -243,14 +268,28 @@ async fn imports_are_idempotent_and_merge_statistics_exactly(db: &TestDb) {
         .collect();
     tasks[7].success = false;
     tasks[8].estimated_seconds = Some(30.0);
-    let inserted = s.import_tasks(&tasks).await.unwrap();
-    assert_eq!(inserted.len(), 2500);
+    let r = import(db, tasks.clone()).await;
+    assert_eq!((r.read, r.imported, r.skipped), (2500, 2500, 0));
     let before = s.list_task_stats(None, None).await.unwrap();
     // Importing the same tasks again (and one new) inserts only the new one.
     let mut again = tasks.clone();
     again.push(imported("h-new", "shop", "feature", "new widget", 90.0));
-    let inserted = s.import_tasks(&again).await.unwrap();
-    assert_eq!(inserted, vec!["h-new".to_string()]);
+    let r = import(db, again.clone()).await;
+    assert_eq!((r.read, r.imported, r.skipped), (2501, 1, 2500));
+    // At the store, an import is all or nothing: one existing id fails it.
+    let err = s
+        .import_tasks(
+            &[
+                imported("h-newer", "shop", "feature", "x", 1.0),
+                tasks[0].clone(),
+            ],
+            &[],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 of the 2 tasks already exist"), "{err}");
+    assert!(s.get_task("h-newer").await.unwrap().is_none());
     let after = s
         .list_task_stats(Some("feature"), Some("shop"))
         .await
@@ -259,7 +298,7 @@ async fn imports_are_idempotent_and_merge_statistics_exactly(db: &TestDb) {
         .iter()
         .find(|r| r.task_type == "feature" && r.project == "shop")
         .unwrap();
-    assert_eq!(after[0].stats.log.n, want_before.stats.log.n + 1);
+    assert_eq!(st(&after[0]).log.n, st(want_before).log.n + 1);
 
     // Every row equals the summary computed from scratch.
     let rows = s.list_task_stats(None, None).await.unwrap();
@@ -272,7 +311,7 @@ async fn imports_are_idempotent_and_merge_statistics_exactly(db: &TestDb) {
             })
             .map(|t| (t.actual_seconds, t.success, t.estimated_seconds))
             .collect();
-        assert_stats(&r.stats, &summary(&items));
+        assert_stats(&st(r), &summary(&items));
     }
     let row = s.get_task("h-8").await.unwrap().unwrap();
     assert_eq!(row.estimation_error, Some((60.0 * 9.0 - 30.0) / 30.0));
@@ -324,7 +363,7 @@ async fn only_successfully_completed_tasks_are_searchable_ranked_and_filtered(db
     );
     failed.success = false;
     history.push(failed);
-    s.import_tasks(&history).await.unwrap();
+    import(db, history).await;
     s.start_task(&new_task(
         "run-1",
         "shop",
@@ -459,7 +498,8 @@ async fn concurrent_completions_are_all_counted_exactly_once(db: &TestDb) {
         .list_task_stats(Some("feature"), Some(""))
         .await
         .unwrap();
-    assert_eq!(rows[0].stats.log.n, n as i64);
+    let all_projects = st(&rows[0]);
+    assert_eq!(all_projects.log.n, n as i64);
     let tasks = db
         .store
         .list_tasks(&TaskFilter {
@@ -470,9 +510,9 @@ async fn concurrent_completions_are_all_counted_exactly_once(db: &TestDb) {
         .unwrap();
     let durations: Vec<f64> = tasks.iter().map(|t| t.actual_seconds.unwrap()).collect();
     let want = LogStats::of(durations.iter().map(|d| d.ln()));
-    assert!(close(rows[0].stats.log.mean, want.mean));
-    assert!(close(rows[0].stats.log.m2, want.m2));
-    assert!(close(rows[0].stats.sum_seconds, durations.iter().sum()));
+    assert!(close(all_projects.log.mean, want.mean));
+    assert!(close(all_projects.log.m2, want.m2));
+    assert!(close(all_projects.sum_seconds, durations.iter().sum()));
 }
 
 async fn running_and_abandoned_timers_are_listed_and_counted(db: &TestDb) {
@@ -487,9 +527,7 @@ async fn running_and_abandoned_timers_are_listed_and_counted(db: &TestDb) {
     };
     s.start_task(&old).await.unwrap();
     s.start_task(&fresh).await.unwrap();
-    s.import_tasks(&[imported("done", "shop", "feature", "done", 60.0)])
-        .await
-        .unwrap();
+    import(db, vec![imported("done", "shop", "feature", "done", 60.0)]).await;
     let timing = Timing::new(s.clone()).with_abandoned_after(Duration::from_secs(24 * 3600));
     let counts = timing.timer_counts().await.unwrap();
     assert_eq!(
@@ -712,16 +750,7 @@ async fn invalid_completions_are_refused_and_write_nothing(db: &TestDb) {
         err.starts_with(&format!("task `{id}` is already completed (at ")),
         "{err}"
     );
-    assert_eq!(
-        db.store
-            .list_task_stats(Some("docs"), Some("shop"))
-            .await
-            .unwrap()[0]
-            .stats
-            .log
-            .n,
-        1
-    );
+    assert_eq!(stats_row(db, "docs", "shop").await.unwrap().log.n, 1);
 
     // Invalid starts write nothing either.
     for (req, want) in [
@@ -822,7 +851,7 @@ async fn project_scopes_confine_timers_stats_and_similar_tasks(db: &TestDb) {
             ]
         })
         .collect();
-    db.store.import_tasks(&history).await.unwrap();
+    import(db, history).await;
     let shop = Scope::Project("shop".into());
     // Stats: only the project's own rows.
     let stats = timing.stats(&shop, None, None).await.unwrap();
@@ -1003,7 +1032,7 @@ async fn estimates_fall_back_and_use_similar_tasks_and_own_estimates(db: &TestDb
             200.0,
         ));
     }
-    db.store.import_tasks(&history).await.unwrap();
+    import(db, history).await;
 
     let plain = timing
         .estimate(
@@ -1366,15 +1395,6 @@ async fn import_errors_name_the_line_and_import_nothing(db: &TestDb) {
     assert_eq!((r.read, r.imported, r.skipped), (1, 1, 0));
     let r = timing.import("history.jsonl", good).await.unwrap();
     assert_eq!((r.read, r.imported, r.skipped), (1, 0, 1));
-    assert_eq!(
-        db.store
-            .list_task_stats(Some("bug"), Some("shop"))
-            .await
-            .unwrap()[0]
-            .stats
-            .log
-            .n,
-        1
-    );
+    assert_eq!(stats_row(db, "bug", "shop").await.unwrap().log.n, 1);
     let _ = Arc::clone(&db.store);
 }

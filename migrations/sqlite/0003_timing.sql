@@ -28,23 +28,31 @@ CREATE INDEX task_executions_by_group ON task_executions (parallel_group) WHERE 
 -- Full-text search over the descriptions of successfully completed tasks (what the estimator learns
 -- from). A self-contained FTS5 table rather than an external-content one: task_executions has a TEXT key,
 -- so its implicit rowid may change on VACUUM and must not be what the index points at. What a search
--- filters on and returns is stored (unindexed) too, so a search never touches task_executions.
--- Completed tasks never change, so the copy cannot go stale.
+-- returns is stored (unindexed) too, so a search never touches task_executions; completed tasks never
+-- change, so the copy cannot go stale. `scope` holds three tokens — p<hex(project)>, t<hex(type)> and
+-- x<hex(project)>x<hex(type)> — so a search filters by project and type inside the full-text index
+-- instead of checking every match. No stemmer: task_search_terms (the vocabulary with document
+-- frequencies) is looked up with the query's own words to search by the rarest ones.
 CREATE VIRTUAL TABLE task_search USING fts5 (
     task_id UNINDEXED, project UNINDEXED, task_type UNINDEXED, actual_seconds UNINDEXED,
-    completed_at UNINDEXED, description,
-    tokenize = 'porter unicode61'
+    completed_at UNINDEXED, description, scope,
+    tokenize = 'unicode61 remove_diacritics 0'
 );
+CREATE VIRTUAL TABLE task_search_terms USING fts5vocab (task_search, 'row');
 CREATE TRIGGER task_search_ai AFTER INSERT ON task_executions WHEN new.status = 'completed' BEGIN
-    INSERT INTO task_search (task_id, project, task_type, actual_seconds, completed_at, description)
+    INSERT INTO task_search (task_id, project, task_type, actual_seconds, completed_at, description, scope)
         VALUES (new.id, coalesce(new.project, ''), new.task_type, new.actual_seconds, new.completed_at,
-                new.description);
+                new.description,
+                'p' || hex(coalesce(new.project, '')) || ' t' || hex(new.task_type)
+                    || ' x' || hex(coalesce(new.project, '')) || 'x' || hex(new.task_type));
 END;
 CREATE TRIGGER task_search_au AFTER UPDATE OF status ON task_executions
     WHEN new.status = 'completed' AND old.status <> 'completed' BEGIN
-    INSERT INTO task_search (task_id, project, task_type, actual_seconds, completed_at, description)
+    INSERT INTO task_search (task_id, project, task_type, actual_seconds, completed_at, description, scope)
         VALUES (new.id, coalesce(new.project, ''), new.task_type, new.actual_seconds, new.completed_at,
-                new.description);
+                new.description,
+                'p' || hex(coalesce(new.project, '')) || ' t' || hex(new.task_type)
+                    || ' x' || hex(coalesce(new.project, '')) || 'x' || hex(new.task_type));
 END;
 CREATE TRIGGER task_search_ad AFTER DELETE ON task_executions WHEN old.status = 'completed' BEGIN
     DELETE FROM task_search WHERE task_id = old.id;

@@ -2,15 +2,16 @@
 //! their SQL: the portable part written once (`timing_repo!`, expanded for each backend), full-text
 //! search and bulk inserts per backend below it.
 //!
+//! The store holds running statistics but does no statistics: callers (`crate::timing`) compute each
+//! completion's or import's contribution ([`StatsDelta`]) and the store merges it into the rows with
+//! [`STATS_MERGE_SQL`] (Chan et al.'s formula, in SQL).
+//!
 //! Guarantees: a completion is one transaction — the task row goes from `running` to
-//! `completed`/`failed` exactly once (a second completion matches no row and writes nothing) and the
-//! statistics rows of (type, project) and (type, all projects) are merged in the same transaction, in
-//! a fixed order (project rows before all-project rows, each sorted) so concurrent completions and
-//! imports never deadlock on PostgreSQL. An import inserts every new task and merges their statistics
-//! in one transaction, skipping task ids already present (so importing a file twice changes nothing).
-//! Only successfully completed tasks are searchable.
-
-use std::collections::BTreeMap;
+//! `completed`/`failed` exactly once (a second completion matches no row and writes nothing) and its
+//! statistics deltas are merged in the same transaction, in a fixed order (project rows before
+//! all-project rows, each sorted) so concurrent completions and imports never deadlock on PostgreSQL.
+//! An import inserts all of its tasks and merges their deltas in one transaction, or nothing (a task id
+//! that already exists fails the whole import). Only successfully completed tasks are searchable.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,7 +19,6 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{PostgresStore, Result, SqliteStore, StoreError};
-use crate::timing::stats::{LogStats, TaskStats};
 
 /// A task timer as stored (running or finished).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -93,8 +93,8 @@ pub struct Completion {
     pub tests_written: Option<i64>,
     pub tokens_used: Option<i64>,
     pub retry_count: Option<i64>,
-    /// This completion's contribution to the statistics.
-    pub stats: TaskStats,
+    /// This completion's contribution to the statistics rows.
+    pub stats: Vec<StatsDelta>,
 }
 
 /// A finished task from history (`timing import`).
@@ -111,29 +111,55 @@ pub struct ImportedTask {
     pub success: bool,
 }
 
-/// The statistics of one (task type, project) row; project `""` = all projects.
+/// The running statistics of one row as stored (`crate::timing::stats` says what they mean and does
+/// the arithmetic).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, sqlx::FromRow)]
+pub struct StatsValues {
+    /// ln(seconds) of successful completions: count, mean, sum of squared deviations.
+    pub sample_count: i64,
+    pub mean_log: f64,
+    pub m2_log: f64,
+    pub failed_count: i64,
+    pub sum_seconds: f64,
+    pub min_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+    /// ln(actual / caller's estimate): count, mean, sum of squared deviations.
+    pub ratio_count: i64,
+    pub ratio_mean_log: f64,
+    pub ratio_m2_log: f64,
+}
+
+/// One statistics row; project `""` = all projects.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskTypeStats {
     pub task_type: String,
     pub project: String,
-    pub stats: TaskStats,
+    pub values: StatsValues,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A contribution to merge into the row (task_type, project).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsDelta {
+    pub task_type: String,
+    pub project: String,
+    pub values: StatsValues,
+}
+
+impl StatsDelta {
+    /// The order in which rows are locked: (type, project) rows first, then the (type, '') rows, each
+    /// sorted.
+    fn lock_key(&self) -> (bool, &str, &str) {
+        (self.project.is_empty(), &self.task_type, &self.project)
+    }
 }
 
 #[derive(sqlx::FromRow)]
 struct StatsRow {
     task_type: String,
     project: String,
-    sample_count: i64,
-    mean_log: f64,
-    m2_log: f64,
-    failed_count: i64,
-    sum_seconds: f64,
-    min_seconds: Option<f64>,
-    max_seconds: Option<f64>,
-    ratio_count: i64,
-    ratio_mean_log: f64,
-    ratio_m2_log: f64,
+    #[sqlx(flatten)]
+    values: StatsValues,
     updated_at: DateTime<Utc>,
 }
 
@@ -142,35 +168,10 @@ impl From<StatsRow> for TaskTypeStats {
         TaskTypeStats {
             task_type: r.task_type,
             project: r.project,
-            stats: TaskStats {
-                log: LogStats {
-                    n: r.sample_count,
-                    mean: r.mean_log,
-                    m2: r.m2_log,
-                },
-                failed: r.failed_count,
-                sum_seconds: r.sum_seconds,
-                min_seconds: r.min_seconds,
-                max_seconds: r.max_seconds,
-                ratio: LogStats {
-                    n: r.ratio_count,
-                    mean: r.ratio_mean_log,
-                    m2: r.ratio_m2_log,
-                },
-            },
+            values: r.values,
             updated_at: r.updated_at,
         }
     }
-}
-
-/// The statistics the estimator needs for one (type, project), read in one query.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StatsLevels {
-    pub type_project: Option<TaskStats>,
-    /// The type across projects.
-    pub task_type: Option<TaskStats>,
-    /// Every task (merged from the all-project rows of every type).
-    pub all: Option<TaskStats>,
 }
 
 /// A successfully completed task found by text search.
@@ -235,16 +236,23 @@ pub trait TimingRepo {
     /// Ends a running timer and merges its statistics, in one transaction. Returns false (and writes
     /// nothing) when no running timer has this id.
     async fn complete_task(&self, c: &Completion) -> Result<bool>;
-    /// Inserts finished tasks and merges their statistics in one transaction; ids already present are
-    /// skipped. Returns the ids inserted.
-    async fn import_tasks(&self, tasks: &[ImportedTask]) -> Result<Vec<String>>;
+    /// The ids among `ids` that exist.
+    async fn existing_task_ids(&self, ids: &[String]) -> Result<Vec<String>>;
+    /// Inserts finished tasks and merges `stats` in one transaction. All or nothing: an id that already
+    /// exists is a [`StoreError::Conflict`] and nothing is written.
+    async fn import_tasks(&self, tasks: &[ImportedTask], stats: &[StatsDelta]) -> Result<()>;
     /// Newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRow>>;
     /// (running, of which started before `abandoned_before`).
     async fn timer_counts(&self, abandoned_before: DateTime<Utc>) -> Result<(i64, i64)>;
     /// The tasks with these ids or in this parallel group.
     async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>>;
-    async fn stats_levels(&self, task_type: &str, project: &str) -> Result<StatsLevels>;
+    /// The rows an estimate for (type, project) needs: that row and every all-project row.
+    async fn stats_for_estimate(
+        &self,
+        task_type: &str,
+        project: &str,
+    ) -> Result<Vec<TaskTypeStats>>;
     /// Statistics rows, optionally of one type and/or one project (`""` = the all-project rows).
     async fn list_task_stats(
         &self,
@@ -303,69 +311,32 @@ pub(crate) const STATS_MERGE_SQL: &str = "INSERT INTO task_type_stats (task_type
                    / (task_type_stats.ratio_count + excluded.ratio_count) END,
         updated_at = excluded.updated_at";
 
-/// The statistics rows a set of contributions touches, in lock order: (type, project) rows first, then
-/// the (type, '') rows, each sorted — every writer takes row locks in this order.
-pub(crate) fn stats_updates<'a>(
-    contributions: impl IntoIterator<Item = (&'a str, &'a str, TaskStats)>,
-) -> Vec<((bool, String, String), TaskStats)> {
-    let mut rows: BTreeMap<(bool, String, String), TaskStats> = BTreeMap::new();
-    for (task_type, project, s) in contributions {
-        for key in [
-            (false, task_type.to_string(), project.to_string()),
-            (true, task_type.to_string(), String::new()),
-        ] {
-            let e = rows.entry(key).or_default();
-            *e = e.merge(&s);
-        }
-    }
-    rows.into_iter().collect()
-}
-
-/// Builds [`StatsLevels`] from the rows read for (type, project).
-pub(crate) fn levels_from_rows(
-    rows: Vec<TaskTypeStats>,
-    task_type: &str,
-    project: &str,
-) -> StatsLevels {
-    let mut levels = StatsLevels::default();
-    let mut all: Option<TaskStats> = None;
-    for r in rows {
-        if r.project.is_empty() {
-            all = Some(all.unwrap_or_default().merge(&r.stats));
-            if r.task_type == task_type {
-                levels.task_type = Some(r.stats);
-            }
-        } else if r.task_type == task_type && r.project == project {
-            levels.type_project = Some(r.stats);
-        }
-    }
-    levels.all = all;
-    levels
-}
-
 macro_rules! timing_repo {
     ($store:ty, $db:ty) => {
         impl $store {
             async fn merge_stats<'c>(
                 tx: &mut sqlx::Transaction<'c, $db>,
-                updates: &[((bool, String, String), TaskStats)],
+                deltas: &[StatsDelta],
                 now: DateTime<Utc>,
                 op: &'static str,
             ) -> Result<()> {
-                for ((_, task_type, project), s) in updates {
+                let mut ordered: Vec<&StatsDelta> = deltas.iter().collect();
+                ordered.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
+                for d in ordered {
+                    let v = &d.values;
                     sqlx::query(STATS_MERGE_SQL)
-                        .bind(task_type)
-                        .bind(project)
-                        .bind(s.log.n)
-                        .bind(s.log.mean)
-                        .bind(s.log.m2)
-                        .bind(s.failed)
-                        .bind(s.sum_seconds)
-                        .bind(s.min_seconds)
-                        .bind(s.max_seconds)
-                        .bind(s.ratio.n)
-                        .bind(s.ratio.mean)
-                        .bind(s.ratio.m2)
+                        .bind(&d.task_type)
+                        .bind(&d.project)
+                        .bind(v.sample_count)
+                        .bind(v.mean_log)
+                        .bind(v.m2_log)
+                        .bind(v.failed_count)
+                        .bind(v.sum_seconds)
+                        .bind(v.min_seconds)
+                        .bind(v.max_seconds)
+                        .bind(v.ratio_count)
+                        .bind(v.ratio_mean_log)
+                        .bind(v.ratio_m2_log)
                         .bind(now)
                         .execute(&mut **tx)
                         .await
@@ -450,31 +421,37 @@ macro_rules! timing_repo {
                     tx.rollback().await.map_err(StoreError::query(op))?;
                     return Ok(false);
                 }
-                let updates = stats_updates([(c.task_type.as_str(), c.project.as_str(), c.stats)]);
-                Self::merge_stats(&mut tx, &updates, c.completed_at, op).await?;
+                Self::merge_stats(&mut tx, &c.stats, c.completed_at, op).await?;
                 tx.commit().await.map_err(StoreError::query(op))?;
                 Ok(true)
             }
 
-            async fn import_tasks(&self, tasks: &[ImportedTask]) -> Result<Vec<String>> {
+            async fn existing_task_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+                let mut found = Vec::new();
+                for chunk in ids.chunks(5000) {
+                    found.extend(self.fetch_existing_ids(chunk).await?);
+                }
+                Ok(found)
+            }
+
+            async fn import_tasks(&self, tasks: &[ImportedTask], stats: &[StatsDelta]) -> Result<()> {
                 let op = "import task history";
                 let mut tx = self.begin_write().await.map_err(StoreError::query(op))?;
-                let mut inserted = Vec::new();
+                let mut inserted = 0;
                 for chunk in tasks.chunks(2000) {
-                    inserted.extend(Self::insert_imported(&mut tx, chunk).await?);
+                    inserted += Self::insert_imported(&mut tx, chunk).await?;
                 }
-                let by_id: std::collections::HashMap<&str, &ImportedTask> =
-                    tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-                let updates = stats_updates(inserted.iter().filter_map(|id| by_id.get(id.as_str())).map(|t| {
-                    (
-                        t.task_type.as_str(),
-                        t.project.as_str(),
-                        TaskStats::completion(t.actual_seconds, t.success, t.estimated_seconds),
-                    )
-                }));
-                Self::merge_stats(&mut tx, &updates, Utc::now(), op).await?;
+                if inserted != tasks.len() {
+                    tx.rollback().await.map_err(StoreError::query(op))?;
+                    return Err(StoreError::Conflict(format!(
+                        "{} of the {} tasks already exist (imported concurrently?); nothing was imported",
+                        tasks.len() - inserted,
+                        tasks.len()
+                    )));
+                }
+                Self::merge_stats(&mut tx, stats, Utc::now(), op).await?;
                 tx.commit().await.map_err(StoreError::query(op))?;
-                Ok(inserted)
+                Ok(())
             }
 
             async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRow>> {
@@ -523,7 +500,7 @@ macro_rules! timing_repo {
                 Ok(rows)
             }
 
-            async fn stats_levels(&self, task_type: &str, project: &str) -> Result<StatsLevels> {
+            async fn stats_for_estimate(&self, task_type: &str, project: &str) -> Result<Vec<TaskTypeStats>> {
                 let rows: Vec<StatsRow> = sqlx::query_as(
                     "SELECT * FROM task_type_stats WHERE project = '' OR (task_type = $1 AND project = $2)",
                 )
@@ -532,11 +509,7 @@ macro_rules! timing_repo {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::query("read task statistics"))?;
-                Ok(levels_from_rows(
-                    rows.into_iter().map(Into::into).collect(),
-                    task_type,
-                    project,
-                ))
+                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn list_task_stats(
@@ -628,24 +601,33 @@ macro_rules! timing_repo {
 timing_repo!(SqliteStore, sqlx::Sqlite);
 timing_repo!(PostgresStore, sqlx::Postgres);
 
-/// Lowercased words of a description, deduplicated, for a full-text query: letters and digits only (no
-/// operator can be injected), at most `max` of them, longest first (long words are rarer and carry
-/// more of a description's meaning; the cap bounds the cost of a query on a large history).
+/// The distinct lower-cased words of a description (letters and digits only, so no operator can be
+/// injected), in order of first appearance, at most `max`.
 fn query_words(text: &str, max: usize) -> Vec<String> {
-    let mut words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
+    let mut seen = std::collections::HashSet::new();
+    text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().count() >= 2)
         .map(str::to_lowercase)
-        .collect();
-    words.sort();
-    words.dedup();
-    words.sort_by(|a, b| b.chars().count().cmp(&a.chars().count()).then(a.cmp(b)));
-    words.truncate(max);
-    words
+        .filter(|w| seen.insert(w.clone()))
+        .take(max)
+        .collect()
 }
 
-/// At most this many words of a description go into a search.
-const MAX_QUERY_WORDS: usize = 32;
+/// At most this many distinct words of a description are considered for a search.
+const MAX_CANDIDATE_WORDS: usize = 512;
+/// A search uses this many of them, the rarest in the searched history: rare words carry the meaning
+/// (BM25 weights them most), and the cap bounds the cost of a query on a large history.
+const MAX_QUERY_WORDS: usize = 24;
+
+/// The FTS5 token of `task_search.scope` that selects a project and/or a task type.
+fn scope_token(task_type: Option<&str>, project: Option<&str>) -> Option<String> {
+    match (project, task_type) {
+        (Some(p), Some(t)) => Some(format!("x{}x{}", hex::encode(p), hex::encode(t))),
+        (Some(p), None) => Some(format!("p{}", hex::encode(p))),
+        (None, Some(t)) => Some(format!("t{}", hex::encode(t))),
+        (None, None) => None,
+    }
+}
 
 impl SqliteStore {
     /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front, waiting for it under the
@@ -656,10 +638,21 @@ impl SqliteStore {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    async fn fetch_existing_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM task_executions WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("look up task ids"))
+    }
+
+    /// Inserts new tasks; returns how many were inserted (ids already present are not).
     async fn insert_imported(
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         chunk: &[ImportedTask],
-    ) -> Result<Vec<String>> {
+    ) -> Result<usize> {
         let stamp = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let rows: Vec<serde_json::Value> = chunk
             .iter()
@@ -679,18 +672,19 @@ impl SqliteStore {
                 ])
             })
             .collect();
-        sqlx::query_scalar(
+        let done = sqlx::query(
             "INSERT INTO task_executions (id, project, task_type, description, estimated_seconds, actual_seconds,
                  status, success, started_at, completed_at, estimation_error)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
                     value->>8, value->>9, value->>10
              FROM json_each($1) WHERE true ORDER BY key
-             ON CONFLICT (id) DO NOTHING RETURNING id",
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(serde_json::Value::Array(rows).to_string())
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await
-        .map_err(StoreError::query("import task history"))
+        .map_err(StoreError::query("import task history"))?;
+        Ok(done.rows_affected() as usize)
     }
 
     async fn search_tasks(
@@ -700,29 +694,44 @@ impl SqliteStore {
         project: Option<&str>,
         limit: i64,
     ) -> Result<Vec<SimilarTask>> {
-        let words = query_words(text, MAX_QUERY_WORDS);
+        let op = "search completed tasks";
+        let words = query_words(text, MAX_CANDIDATE_WORDS);
         if words.is_empty() {
             return Ok(Vec::new());
         }
-        let q = words
-            .iter()
-            .map(|w| format!("\"{w}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        // The rarest words that occur in the history at all.
+        let mut frequencies: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT term, doc FROM task_search_terms WHERE term IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(&words).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        frequencies.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        let terms: Vec<String> = frequencies
+            .into_iter()
+            .take(MAX_QUERY_WORDS)
+            .map(|(w, _)| format!("\"{w}\""))
+            .collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = format!("({})", terms.join(" OR "));
+        if let Some(scope) = scope_token(task_type, project) {
+            q = format!("\"{scope}\" AND {q}");
+        }
+        // Only the description counts toward the score (weights follow the columns' order).
         sqlx::query_as(
             "SELECT task_id, project, task_type, description, actual_seconds AS duration_seconds, completed_at,
-                    -bm25(task_search) AS score
-             FROM task_search
-             WHERE task_search MATCH $1 AND ($2 IS NULL OR project = $2) AND ($3 IS NULL OR task_type = $3)
-             ORDER BY bm25(task_search) LIMIT $4",
+                    -bm25(task_search, 0, 0, 0, 0, 0, 1, 0) AS score
+             FROM task_search WHERE task_search MATCH $1
+             ORDER BY bm25(task_search, 0, 0, 0, 0, 0, 1, 0) LIMIT $2",
         )
         .bind(q)
-        .bind(project)
-        .bind(task_type)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::query("search completed tasks"))
+        .map_err(StoreError::query(op))
     }
 }
 
@@ -733,24 +742,33 @@ impl PostgresStore {
         self.pool.begin().await
     }
 
+    async fn fetch_existing_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM task_executions WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("look up task ids"))
+    }
+
+    /// Inserts new tasks; returns how many were inserted (ids already present are not).
     async fn insert_imported(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         chunk: &[ImportedTask],
-    ) -> Result<Vec<String>> {
+    ) -> Result<usize> {
         let col = |f: fn(&ImportedTask) -> &str| -> Vec<&str> { chunk.iter().map(f).collect() };
         let estimated: Vec<Option<f64>> = chunk.iter().map(|t| t.estimated_seconds).collect();
         let actual: Vec<f64> = chunk.iter().map(|t| t.actual_seconds).collect();
         let success: Vec<bool> = chunk.iter().map(|t| t.success).collect();
         let started: Vec<DateTime<Utc>> = chunk.iter().map(|t| t.started_at).collect();
         let completed: Vec<DateTime<Utc>> = chunk.iter().map(|t| t.completed_at).collect();
-        sqlx::query_scalar(
+        let done = sqlx::query(
             "INSERT INTO task_executions (id, project, task_type, description, estimated_seconds, actual_seconds,
                  status, success, started_at, completed_at, estimation_error)
              SELECT i, p, ty, d, e, a, CASE WHEN s THEN 'completed' ELSE 'failed' END, s, st, co, (a - e) / e
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::bool[],
                          $8::timestamptz[], $9::timestamptz[]) WITH ORDINALITY AS r(i, p, ty, d, e, a, s, st, co, n)
              ORDER BY n
-             ON CONFLICT (id) DO NOTHING RETURNING id",
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(col(|t| &t.id))
         .bind(col(|t| &t.project))
@@ -761,9 +779,10 @@ impl PostgresStore {
         .bind(success)
         .bind(started)
         .bind(completed)
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await
-        .map_err(StoreError::query("import task history"))
+        .map_err(StoreError::query("import task history"))?;
+        Ok(done.rows_affected() as usize)
     }
 
     async fn search_tasks(
@@ -805,34 +824,48 @@ mod tests {
     #[test]
     fn query_words_are_safe_deduplicated_and_capped() {
         assert_eq!(
-            query_words("Fix the \"login\" OR NEAR(page) -- login; é", 10),
-            vec!["login", "near", "page", "fix", "the", "or"]
+            query_words("Fix the \"login\" OR NEAR(page) -- login; é Ünïcode", 10),
+            vec!["fix", "the", "login", "or", "near", "page", "ünïcode"]
         );
         assert_eq!(query_words("a b c", 10), Vec::<String>::new());
         assert_eq!(
             query_words("alpha beta gamma delta", 2),
-            vec!["alpha", "delta"]
+            vec!["alpha", "beta"]
         );
+        assert_eq!(
+            scope_token(Some("bug"), Some("shop")).as_deref(),
+            Some("x73686f70x627567")
+        );
+        assert_eq!(
+            scope_token(None, Some("shop")).as_deref(),
+            Some("p73686f70")
+        );
+        assert_eq!(scope_token(Some("bug"), None).as_deref(), Some("t627567"));
+        assert_eq!(scope_token(None, None), None);
     }
 
     #[test]
-    fn stats_updates_are_in_lock_order_and_merged() {
-        let one = TaskStats::completion(60.0, true, None);
-        let u = stats_updates([("b", "p2", one), ("a", "p1", one), ("b", "p1", one)]);
-        let keys: Vec<(bool, &str, &str)> = u
+    fn deltas_lock_project_rows_before_all_project_rows() {
+        let d = |t: &str, p: &str| StatsDelta {
+            task_type: t.into(),
+            project: p.into(),
+            values: StatsValues::default(),
+        };
+        let mut v = [
+            d("b", ""),
+            d("b", "p2"),
+            d("a", ""),
+            d("a", "p1"),
+            d("b", "p1"),
+        ];
+        v.sort_by(|a, b| a.lock_key().cmp(&b.lock_key()));
+        let keys: Vec<(&str, &str)> = v
             .iter()
-            .map(|((all, t, p), _)| (*all, t.as_str(), p.as_str()))
+            .map(|d| (d.task_type.as_str(), d.project.as_str()))
             .collect();
         assert_eq!(
             keys,
-            vec![
-                (false, "a", "p1"),
-                (false, "b", "p1"),
-                (false, "b", "p2"),
-                (true, "a", ""),
-                (true, "b", ""),
-            ]
+            vec![("a", "p1"), ("b", "p1"), ("b", "p2"), ("a", ""), ("b", "")]
         );
-        assert_eq!(u[4].1.log.n, 2);
     }
 }

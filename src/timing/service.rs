@@ -10,15 +10,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{self, Calibration, Level, Levels, Neighbour, Params};
-use super::stats::{TaskStats, Z_95};
+use super::stats::{TaskStats, Z_95, deltas};
 use super::{
     Complexity, DEFAULT_ABANDONED_AFTER, Result, SIMILAR_SHOWN, Scope, TimingError, count,
     description, identifier, seconds, task_type, text,
 };
 use crate::store::Store;
+use crate::store::StoreError;
 use crate::store::timing::{
-    Completion, GroupCompletion, NewTask, ParallelGroupRow, SimilarTask, StatsLevels, TaskFilter,
-    TaskRow,
+    Completion, GroupCompletion, ImportedTask, NewTask, ParallelGroupRow, SimilarTask, TaskFilter,
+    TaskRow, TaskTypeStats,
 };
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -503,7 +504,11 @@ impl Timing {
             tests_written,
             tokens_used,
             retry_count,
-            stats: TaskStats::completion(actual, success, task.estimated_seconds),
+            stats: deltas([(
+                task.task_type.as_str(),
+                project.as_str(),
+                TaskStats::completion(actual, success, task.estimated_seconds),
+            )]),
         };
         if !self.store.complete_task(&completion).await? {
             // Completed by someone else between the read and the write.
@@ -655,7 +660,11 @@ impl Timing {
         project: &str,
         own: Option<f64>,
     ) -> Result<EstimateOut> {
-        let levels = to_levels(self.store.stats_levels(ty, project).await?);
+        let levels = levels(
+            self.store.stats_for_estimate(ty, project).await?,
+            ty,
+            project,
+        );
         let Some(level) = levels.search_level(self.params.min_samples) else {
             return Err(TimingError::NoHistory);
         };
@@ -716,7 +725,14 @@ impl Timing {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| stats_line(&r.task_type, &r.project, &r.stats, r.updated_at))
+            .map(|r| {
+                stats_line(
+                    &r.task_type,
+                    &r.project,
+                    &TaskStats::from_values(&r.values),
+                    r.updated_at,
+                )
+            })
             .collect())
     }
 
@@ -727,12 +743,47 @@ impl Timing {
     /// idempotent on task ids.
     pub async fn import(&self, file: &str, text: &str) -> Result<ImportReport> {
         let tasks = super::history::parse_history(file, text, Utc::now())?;
-        let inserted = self.store.import_tasks(&tasks).await?;
-        Ok(ImportReport {
-            read: tasks.len(),
-            imported: inserted.len(),
-            skipped: tasks.len() - inserted.len(),
-        })
+        self.import_tasks(tasks).await
+    }
+
+    /// Imports checked tasks in one transaction, skipping the ids already present.
+    pub async fn import_tasks(&self, tasks: Vec<ImportedTask>) -> Result<ImportReport> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        // The ids present are read first and the rest inserted with their statistics; an import that
+        // races with another one over the same ids changes nothing and is tried again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let existing: std::collections::HashSet<String> = self
+                .store
+                .existing_task_ids(&ids)
+                .await?
+                .into_iter()
+                .collect();
+            let new: Vec<ImportedTask> = tasks
+                .iter()
+                .filter(|t| !existing.contains(&t.id))
+                .cloned()
+                .collect();
+            let stats = deltas(new.iter().map(|t| {
+                (
+                    t.task_type.as_str(),
+                    t.project.as_str(),
+                    TaskStats::completion(t.actual_seconds, t.success, t.estimated_seconds),
+                )
+            }));
+            match self.store.import_tasks(&new, &stats).await {
+                Ok(()) => {
+                    return Ok(ImportReport {
+                        read: tasks.len(),
+                        imported: new.len(),
+                        skipped: tasks.len() - new.len(),
+                    });
+                }
+                Err(StoreError::Conflict(_)) if attempts < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------------
@@ -925,12 +976,24 @@ fn already_completed(task: &TaskRow) -> TimingError {
     }
 }
 
-fn to_levels(s: StatsLevels) -> Levels {
-    Levels {
-        type_project: s.type_project,
-        task_type: s.task_type,
-        all: s.all,
+/// The three levels of an estimate from the rows read for (type, project): all tasks are the merge of
+/// every all-project row.
+fn levels(rows: Vec<TaskTypeStats>, task_type: &str, project: &str) -> Levels {
+    let mut levels = Levels::default();
+    let mut all: Option<TaskStats> = None;
+    for r in rows {
+        let stats = TaskStats::from_values(&r.values);
+        if r.project.is_empty() {
+            all = Some(all.unwrap_or_default().merge(&stats));
+            if r.task_type == task_type {
+                levels.task_type = Some(stats);
+            }
+        } else if r.task_type == task_type && r.project == project {
+            levels.type_project = Some(stats);
+        }
     }
+    levels.all = all;
+    levels
 }
 
 fn shown(s: &SimilarTask) -> SimilarShown {

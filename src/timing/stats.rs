@@ -5,7 +5,8 @@
 //! updated one value at a time by Welford's method, and two summaries merged by Chan et al.'s formula —
 //! the same merge the database applies in the completion's transaction
 //! (`store::timing::STATS_MERGE_SQL`). Both are exact (no window, no decay) and numerically stable:
-//! merging never subtracts two large sums.
+//! merging never subtracts two large sums. The store keeps these numbers
+//! ([`crate::store::timing::StatsValues`]) and merges the deltas computed here ([`deltas`]).
 //!
 //! What is kept per (task type, project), and why:
 //! * `n`, `mean`, `m2` of `ln(seconds)` of successful completions — the log-normal fit the estimator and
@@ -16,7 +17,11 @@
 //! * `ratio` — the same log statistics of `ln(actual / caller's estimate)`: the caller's bias and spread
 //!   (Evidence-Based Scheduling), for calibrating a caller's own estimate.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+use crate::store::timing::{StatsDelta, StatsValues};
 
 /// Count, mean and M2 of a sample (of log-durations or log-ratios).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -125,6 +130,63 @@ impl TaskStats {
     pub fn completed(&self) -> i64 {
         self.log.n + self.failed
     }
+
+    pub fn from_values(v: &StatsValues) -> Self {
+        TaskStats {
+            log: LogStats {
+                n: v.sample_count,
+                mean: v.mean_log,
+                m2: v.m2_log,
+            },
+            failed: v.failed_count,
+            sum_seconds: v.sum_seconds,
+            min_seconds: v.min_seconds,
+            max_seconds: v.max_seconds,
+            ratio: LogStats {
+                n: v.ratio_count,
+                mean: v.ratio_mean_log,
+                m2: v.ratio_m2_log,
+            },
+        }
+    }
+
+    pub fn values(&self) -> StatsValues {
+        StatsValues {
+            sample_count: self.log.n,
+            mean_log: self.log.mean,
+            m2_log: self.log.m2,
+            failed_count: self.failed,
+            sum_seconds: self.sum_seconds,
+            min_seconds: self.min_seconds,
+            max_seconds: self.max_seconds,
+            ratio_count: self.ratio.n,
+            ratio_mean_log: self.ratio.mean,
+            ratio_m2_log: self.ratio.m2,
+        }
+    }
+}
+
+/// The statistics rows a set of contributions (task type, project, stats) touches — each contribution
+/// goes to its (type, project) row and its (type, all projects) row — merged per row.
+pub fn deltas<'a>(
+    contributions: impl IntoIterator<Item = (&'a str, &'a str, TaskStats)>,
+) -> Vec<StatsDelta> {
+    let mut rows: BTreeMap<(String, String), TaskStats> = BTreeMap::new();
+    for (task_type, project, s) in contributions {
+        for p in [project, ""] {
+            let e = rows
+                .entry((task_type.to_string(), p.to_string()))
+                .or_default();
+            *e = e.merge(&s);
+        }
+    }
+    rows.into_iter()
+        .map(|((task_type, project), s)| StatsDelta {
+            task_type,
+            project,
+            values: s.values(),
+        })
+        .collect()
 }
 
 /// The standard normal quantile used for 95 % two-sided intervals.
@@ -229,6 +291,39 @@ mod tests {
             );
         }
         assert_eq!(t_975(f64::INFINITY), Z_975);
+    }
+
+    #[test]
+    fn deltas_go_to_the_project_and_the_all_project_rows() {
+        let one = TaskStats::completion(60.0, true, None);
+        let d = deltas([
+            ("bug", "shop", one),
+            ("bug", "blog", one),
+            ("docs", "shop", one),
+        ]);
+        let keys: Vec<(&str, &str, i64)> = d
+            .iter()
+            .map(|d| {
+                (
+                    d.task_type.as_str(),
+                    d.project.as_str(),
+                    d.values.sample_count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("bug", "", 2),
+                ("bug", "blog", 1),
+                ("bug", "shop", 1),
+                ("docs", "", 1),
+                ("docs", "shop", 1)
+            ]
+        );
+        let s = TaskStats::completion(100.0, true, Some(50.0))
+            .merge(&TaskStats::completion(5.0, false, None));
+        assert_eq!(TaskStats::from_values(&s.values()), s);
     }
 
     proptest! {
