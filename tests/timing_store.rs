@@ -218,10 +218,10 @@ async fn a_completion_updates_the_row_and_both_statistics_rows_once(db: &TestDb)
     for r in &rows {
         assert_stats(&st(r), &want);
     }
-    // What an estimate reads: the (type, project) row and every all-project row.
-    let for_estimate = s.stats_for_estimate("feature", "shop").await.unwrap();
+    // What an estimate reads: the type's row of every project and every all-project row.
+    let for_estimate = s.stats_for_estimate("feature").await.unwrap();
     assert_eq!(for_estimate.len(), 2);
-    let other = s.stats_for_estimate("bug", "blog").await.unwrap();
+    let other = s.stats_for_estimate("bug").await.unwrap();
     assert_eq!(other.len(), 1);
     assert_eq!(
         (other[0].task_type.as_str(), other[0].project.as_str()),
@@ -779,7 +779,7 @@ async fn invalid_completions_are_refused_and_write_nothing(db: &TestDb) {
                 project: None,
                 ..StartTimer::default()
             },
-            "invalid project: it is required",
+            "invalid project: name the project",
         ),
         (
             StartTimer {

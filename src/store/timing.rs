@@ -247,12 +247,9 @@ pub trait TimingRepo {
     async fn timer_counts(&self, abandoned_before: DateTime<Utc>) -> Result<(i64, i64)>;
     /// The tasks with these ids or in this parallel group.
     async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>>;
-    /// The rows an estimate for (type, project) needs: that row and every all-project row.
-    async fn stats_for_estimate(
-        &self,
-        task_type: &str,
-        project: &str,
-    ) -> Result<Vec<TaskTypeStats>>;
+    /// The rows an estimate for a task type needs: the type's row of every project and every
+    /// all-project row.
+    async fn stats_for_estimate(&self, task_type: &str) -> Result<Vec<TaskTypeStats>>;
     /// Statistics rows, optionally of one type and/or one project (`""` = the all-project rows).
     async fn list_task_stats(
         &self,
@@ -500,12 +497,11 @@ macro_rules! timing_repo {
                 Ok(rows)
             }
 
-            async fn stats_for_estimate(&self, task_type: &str, project: &str) -> Result<Vec<TaskTypeStats>> {
+            async fn stats_for_estimate(&self, task_type: &str) -> Result<Vec<TaskTypeStats>> {
                 let rows: Vec<StatsRow> = sqlx::query_as(
-                    "SELECT * FROM task_type_stats WHERE project = '' OR (task_type = $1 AND project = $2)",
+                    "SELECT * FROM task_type_stats WHERE project = '' OR task_type = $1",
                 )
                 .bind(task_type)
-                .bind(project)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::query("read task statistics"))?;

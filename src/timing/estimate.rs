@@ -57,7 +57,7 @@ impl Default for Params {
 }
 
 /// Which slice of history a figure comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     TypeProject,
@@ -75,12 +75,17 @@ impl Level {
     }
 }
 
-/// Running statistics at the three levels (None: no completed task there).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Running statistics at the three levels (None: no completed task there), and the rows beside them
+/// that say how much the levels' children differ.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Levels {
     pub type_project: Option<TaskStats>,
     pub task_type: Option<TaskStats>,
     pub all: Option<TaskStats>,
+    /// The task type in every project (this one included): how much projects differ within the type.
+    pub type_by_project: Vec<TaskStats>,
+    /// Every task type across projects: how much types differ.
+    pub by_type: Vec<TaskStats>,
 }
 
 impl Levels {
@@ -90,6 +95,26 @@ impl Levels {
             (Level::TypeProject, self.type_project.as_ref()),
             (Level::Type, self.task_type.as_ref()),
             (Level::All, self.all.as_ref()),
+        ]
+    }
+
+    /// The hierarchy of one statistic (`pick`: durations or estimate ratios), most specific first:
+    /// each level with its siblings under the next level (the root has none).
+    fn evidence(&self, pick: fn(&TaskStats) -> LogStats) -> [LevelEvidence; 3] {
+        let siblings = |rows: &[TaskStats]| rows.iter().map(pick).collect::<Vec<_>>();
+        [
+            LevelEvidence {
+                stats: self.type_project.as_ref().map(pick),
+                siblings: siblings(&self.type_by_project),
+            },
+            LevelEvidence {
+                stats: self.task_type.as_ref().map(pick),
+                siblings: siblings(&self.by_type),
+            },
+            LevelEvidence {
+                stats: self.all.as_ref().map(pick),
+                siblings: Vec::new(),
+            },
         ]
     }
 
@@ -141,33 +166,75 @@ impl Predictive {
     }
 }
 
-/// Posterior of a chain of log statistics (most specific first), each level a conjugate update of the
-/// next. Returns the predictive at the most specific level that has data, and that level's index.
-pub fn posterior(chain: &[Option<LogStats>], prior_strength: f64) -> Option<(usize, Predictive)> {
+/// One level of a hierarchy: its statistics and its siblings — the children of the next, more general
+/// level (itself included), which say how much such children differ.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LevelEvidence {
+    pub stats: Option<LogStats>,
+    pub siblings: Vec<LogStats>,
+}
+
+/// What a level's siblings say about a child of their parent: the pooled within-child variance (with
+/// its degrees of freedom) and how many observations the parent's mean is worth as the child's prior
+/// mean, κ₀ = σ²_within / τ²_between (one-way random-effects method of moments). `None` with fewer than
+/// two siblings holding data: they say nothing beyond the child itself.
+fn sibling_prior(siblings: &[LogStats]) -> Option<(f64, f64, f64)> {
+    const KAPPA_MAX: f64 = 1000.0;
+    let groups: Vec<&LogStats> = siblings.iter().filter(|s| s.n > 0).collect();
+    let k = groups.len() as f64;
+    let within_dof: f64 = groups.iter().map(|s| (s.n - 1) as f64).sum();
+    if groups.len() < 2 || within_dof < 1.0 {
+        return None;
+    }
+    let within = groups.iter().map(|s| s.m2).sum::<f64>() / within_dof;
+    let n_total: f64 = groups.iter().map(|s| s.n as f64).sum();
+    let grand = groups.iter().map(|s| s.n as f64 * s.mean).sum::<f64>() / n_total;
+    let between_ms = groups
+        .iter()
+        .map(|s| s.n as f64 * (s.mean - grand).powi(2))
+        .sum::<f64>()
+        / (k - 1.0);
+    let n0 =
+        (n_total - groups.iter().map(|s| (s.n as f64).powi(2)).sum::<f64>() / n_total) / (k - 1.0);
+    let tau2 = ((between_ms - within) / n0).max(0.0);
+    let kappa0 = if tau2 > 0.0 {
+        (within / tau2).min(KAPPA_MAX)
+    } else {
+        KAPPA_MAX
+    };
+    Some((within.max(Predictive::MIN_SD.powi(2)), within_dof, kappa0))
+}
+
+/// The posterior predictive of a hierarchy of log statistics (most specific first): the most general
+/// level with data is taken as it is (vague when it has a single value); each more specific level with
+/// data is shrunk toward the level above — its mean toward the parent's with the weight its siblings
+/// justify (κ₀, [`sibling_prior`]; `prior_strength` when they cannot tell), its variance toward the
+/// siblings' pooled within-child variance worth at most `prior_strength` observations (the parent's
+/// own variance when the siblings cannot tell). The predictive is Student's t with
+/// `n − 1 + ν₀` degrees of freedom and scale `s·√(1 + 1/(n + κ₀))`. Returns it with the index of the
+/// level it rests on.
+pub fn posterior(chain: &[LevelEvidence], prior_strength: f64) -> Option<(usize, Predictive)> {
     let mut post: Option<(f64, f64, f64, f64)> = None; // (mean, variance, kappa, nu)
     let mut level = None;
-    for (i, s) in chain.iter().enumerate().rev() {
-        let Some(s) = s.filter(|s| s.n > 0) else {
+    for (i, l) in chain.iter().enumerate().rev() {
+        let Some(s) = l.stats.filter(|s| s.n > 0) else {
             continue;
         };
         let n = s.n as f64;
-        let sample_var = s.variance();
         post = Some(match post {
-            None => {
-                let (var, nu) = match sample_var {
-                    Some(v) => (v, n - 1.0),
-                    None => (Predictive::VAGUE_SD.powi(2), 1.0),
+            None => match s.variance() {
+                Some(v) => (s.mean, v, n, n - 1.0),
+                None => (s.mean, Predictive::VAGUE_SD.powi(2), n, 1.0),
+            },
+            Some((m0, v0, _, nu_parent)) => {
+                let (prior_var, prior_dof, kappa0) = match sibling_prior(&l.siblings) {
+                    Some((within, dof, kappa0)) => (within, dof, kappa0),
+                    None => (v0, nu_parent, prior_strength),
                 };
-                (s.mean, var, n, nu)
-            }
-            Some((m0, v0, k0, nu0)) => {
-                let k0 = k0.min(prior_strength);
-                let nu0 = nu0.min(prior_strength);
-                let kn = k0 + n;
-                let nun = nu0 + n;
-                let mean = (k0 * m0 + n * s.mean) / kn;
-                let ss = nu0 * v0 + s.m2 + k0 * n * (s.mean - m0).powi(2) / kn;
-                (mean, ss / nun, kn, nun)
+                let nu0 = prior_dof.min(prior_strength);
+                let mean = (n * s.mean + kappa0 * m0) / (n + kappa0);
+                let var = (s.m2 + nu0 * prior_var) / (n - 1.0 + nu0);
+                (mean, var, n + kappa0, n - 1.0 + nu0)
             }
         });
         level = Some(i);
@@ -204,33 +271,30 @@ pub struct Estimate {
 }
 
 /// How a caller's own estimate was calibrated.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Calibration {
+    /// The estimate you gave.
     pub own_estimate_seconds: f64,
-    /// Actual / estimate, typically: the multiplier applied to the own estimate.
+    /// How long tasks took relative to your estimates (geometric mean of actual / estimate, shrunk
+    /// toward wider history when thin): the factor applied to your estimate.
     pub bias_factor: f64,
+    /// Your estimate times the bias factor.
     pub calibrated_seconds: f64,
     /// Tasks with an own estimate at the level the calibration rests on.
     pub sample_size: i64,
     pub level: Level,
 }
 
-/// Estimates from the evidence; `None` when there is no completed task at all.
-///
-/// `ratio_levels`: the history of `ln(actual / own estimate)` (the `ratio` of each level's
-/// [`TaskStats`]) is taken from `levels`.
+/// Estimates from the evidence; `None` when there is no completed task at all. The history of
+/// `ln(actual / own estimate)` that calibrates `own_estimate_seconds` is the `ratio` of each level's
+/// [`TaskStats`].
 pub fn estimate(
     levels: &Levels,
     similar: &[Neighbour],
     own_estimate_seconds: Option<f64>,
     params: &Params,
 ) -> Option<Estimate> {
-    let chain: Vec<Option<LogStats>> = levels
-        .chain()
-        .iter()
-        .map(|(_, s)| s.map(|s| s.log))
-        .collect();
-    let (idx, base) = posterior(&chain, params.prior_strength)?;
+    let (idx, base) = posterior(&levels.evidence(|s| s.log), params.prior_strength)?;
     let level = levels.chain()[idx].0;
     let sample_size = levels.chain()[idx].1.map_or(0, |s| s.log.n);
 
@@ -260,27 +324,22 @@ pub fn estimate(
     let mut half = base.half_width();
     let mut calibration = None;
 
-    if let Some(own) = own_estimate_seconds.filter(|s| s.is_finite() && *s > 0.0) {
-        let ratio_chain: Vec<Option<LogStats>> = levels
-            .chain()
-            .iter()
-            .map(|(_, s)| s.map(|s| s.ratio))
-            .collect();
-        if let Some((ridx, ratio)) = posterior(&ratio_chain, params.prior_strength) {
-            let calibrated = own.ln() + ratio.centre;
-            // Precision weighting of two independent estimates of the same log-duration.
-            let (p1, p2) = (scale.powi(-2), ratio.scale.powi(-2));
-            centre = (centre * p1 + calibrated * p2) / (p1 + p2);
-            half = t_975(base.dof.min(ratio.dof)) * (p1 + p2).powf(-0.5);
-            calibration = Some(Calibration {
-                own_estimate_seconds: own,
-                bias_factor: ratio.centre.exp(),
-                calibrated_seconds: calibrated.exp(),
-                sample_size: levels.chain()[ridx].1.map_or(0, |s| s.ratio.n),
-                level: levels.chain()[ridx].0,
-            });
-            method.push_str("+calibrated_own_estimate");
-        }
+    if let Some(own) = own_estimate_seconds.filter(|s| s.is_finite() && *s > 0.0)
+        && let Some((ridx, ratio)) = posterior(&levels.evidence(|s| s.ratio), params.prior_strength)
+    {
+        let calibrated = own.ln() + ratio.centre;
+        // Precision weighting of two independent estimates of the same log-duration.
+        let (p1, p2) = (scale.powi(-2), ratio.scale.powi(-2));
+        centre = (centre * p1 + calibrated * p2) / (p1 + p2);
+        half = t_975(base.dof.min(ratio.dof)) * (p1 + p2).powf(-0.5);
+        calibration = Some(Calibration {
+            own_estimate_seconds: own,
+            bias_factor: ratio.centre.exp(),
+            calibrated_seconds: calibrated.exp(),
+            sample_size: levels.chain()[ridx].1.map_or(0, |s| s.ratio.n),
+            level: levels.chain()[ridx].0,
+        });
+        method.push_str("+calibrated_own_estimate");
     }
     Some(Estimate {
         estimated_seconds: centre.exp(),
@@ -355,6 +414,7 @@ mod tests {
             type_project: Some(stats(&[6000.0, 6000.0])),
             task_type: Some(stats(&parent)),
             all: Some(stats(&parent)),
+            ..Levels::default()
         };
         let e = estimate(&thin, &[], None, &Params::default()).unwrap();
         assert_eq!(e.level, Level::TypeProject);
@@ -450,12 +510,14 @@ mod tests {
             type_project: Some(four),
             task_type: Some(five),
             all: Some(five),
+            ..Levels::default()
         };
         assert_eq!(levels.search_level(5), Some(Level::Type));
         let thin = Levels {
             type_project: Some(four),
             task_type: Some(four),
             all: Some(four),
+            ..Levels::default()
         };
         // Nowhere 5: the widest level with data.
         assert_eq!(thin.search_level(5), Some(Level::All));
@@ -464,13 +526,30 @@ mod tests {
 
     #[test]
     fn posterior_of_a_single_value_is_vague() {
-        let (i, p) = posterior(&[None, Some(LogStats::of([3.0]))], 5.0).unwrap();
+        let (i, p) = posterior(
+            &[
+                LevelEvidence::default(),
+                LevelEvidence {
+                    stats: Some(LogStats::of([3.0])),
+                    siblings: vec![],
+                },
+            ],
+            5.0,
+        )
+        .unwrap();
         assert_eq!(i, 1);
         assert_eq!((p.centre, p.dof), (3.0, 1.0));
         assert!(close(p.scale, (2.0f64).sqrt()));
         // Plentiful data: ±1.96 σ in the limit.
         let many = LogStats::of((0..100_000).map(|i| (i % 2) as f64));
-        let (_, p) = posterior(&[Some(many)], 5.0).unwrap();
+        let (_, p) = posterior(
+            &[LevelEvidence {
+                stats: Some(many),
+                siblings: vec![],
+            }],
+            5.0,
+        )
+        .unwrap();
         assert!((t_975(p.dof) - Z_975).abs() < 1e-4);
     }
 
@@ -492,6 +571,7 @@ mod tests {
                 type_project: (!tp.is_empty()).then(|| stats(&tp)),
                 task_type: (!ty.is_empty()).then(|| stats(&ty)),
                 all: Some(all_stats),
+                ..Levels::default()
             };
             let n: Vec<Neighbour> = similar.iter().map(|&(s, score)| Neighbour { log_seconds: s.ln(), score }).collect();
             let e = estimate(&levels, &n, own.as_ref().map(|o| o.0), &Params::default()).unwrap();

@@ -134,7 +134,10 @@ impl Scope {
                 ),
             )),
             (Scope::All, Some(g)) => project_name(g),
-            (Scope::All, None) => Err(invalid("project", "it is required".into())),
+            (Scope::All, None) => Err(invalid(
+                "project",
+                "name the project (every project is visible here, so none is implied)".into(),
+            )),
         }
     }
 }

@@ -161,13 +161,11 @@ pub struct EstimateOut {
     pub sample_size: i64,
     /// How it was made, e.g. `similar+type_project`, `type`, `…+calibrated_own_estimate`.
     pub method: String,
-    /// `type_project`, `type` or `all`.
-    #[schemars(with = "String")]
+    /// The level of history the estimate rests on: `type_project`, `type` or `all`.
     pub level: Level,
     /// The most similar completed tasks (at most 5).
     pub similar_tasks: Vec<SimilarShown>,
     /// How your own estimate was calibrated, when you gave one and history of estimates exists.
-    #[schemars(with = "Option<serde_json::Value>")]
     pub calibration: Option<Calibration>,
 }
 
@@ -660,11 +658,7 @@ impl Timing {
         project: &str,
         own: Option<f64>,
     ) -> Result<EstimateOut> {
-        let levels = levels(
-            self.store.stats_for_estimate(ty, project).await?,
-            ty,
-            project,
-        );
+        let levels = levels(self.store.stats_for_estimate(ty).await?, ty, project);
         let Some(level) = levels.search_level(self.params.min_samples) else {
             return Err(TimingError::NoHistory);
         };
@@ -976,8 +970,8 @@ fn already_completed(task: &TaskRow) -> TimingError {
     }
 }
 
-/// The three levels of an estimate from the rows read for (type, project): all tasks are the merge of
-/// every all-project row.
+/// The three levels of an estimate, and their siblings, from the rows read for a task type: all tasks
+/// are the merge of every all-project row.
 fn levels(rows: Vec<TaskTypeStats>, task_type: &str, project: &str) -> Levels {
     let mut levels = Levels::default();
     let mut all: Option<TaskStats> = None;
@@ -985,11 +979,15 @@ fn levels(rows: Vec<TaskTypeStats>, task_type: &str, project: &str) -> Levels {
         let stats = TaskStats::from_values(&r.values);
         if r.project.is_empty() {
             all = Some(all.unwrap_or_default().merge(&stats));
+            levels.by_type.push(stats);
             if r.task_type == task_type {
                 levels.task_type = Some(stats);
             }
-        } else if r.task_type == task_type && r.project == project {
-            levels.type_project = Some(stats);
+        } else if r.task_type == task_type {
+            levels.type_by_project.push(stats);
+            if r.project == project {
+                levels.type_project = Some(stats);
+            }
         }
     }
     levels.all = all;
