@@ -8,6 +8,9 @@
 //! database_url = "postgres://supervisor@localhost/supervisor"   # default: SQLite next to state_dir
 //! secrets_key_file = "/etc/supervisor/secrets.key"                # default: $SECRETS_ENCRYPTION_KEY
 //!
+//! [timing]
+//! abandoned_after_secs = 86400     # a running timer older than this is reported as abandoned
+//!
 //! [serve]
 //! listen = "127.0.0.1:8080"
 //! auto_apply = false
@@ -54,6 +57,24 @@ pub struct ConfigFile {
     pub secrets_key_file: Option<PathBuf>,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub timing: TimingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingConfig {
+    /// A running task timer older than this is reported as abandoned (`timing list`, `/health`).
+    pub abandoned_after_secs: u64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        TimingConfig {
+            // 24 h, as timing::DEFAULT_ABANDONED_AFTER (config sits below the services it configures).
+            abandoned_after_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,7 +208,7 @@ mod tests {
         let p = dir.path().join("supervisor.toml");
         std::fs::write(
             &p,
-            "state_dir = \"/srv/state\"\n[serve]\nauto_apply = true\n",
+            "state_dir = \"/srv/state\"\n[serve]\nauto_apply = true\n[timing]\nabandoned_after_secs = 600\n",
         )
         .unwrap();
         let s = Settings::resolve(Overrides {
@@ -201,6 +222,8 @@ mod tests {
             Location::Sqlite(PathBuf::from("/srv/.supervisor/supervisor.db"))
         );
         assert!(s.file.serve.auto_apply);
+        assert_eq!(s.file.timing.abandoned_after_secs, 600);
+        assert_eq!(ConfigFile::default().timing.abandoned_after_secs, 86_400);
         let s = Settings::resolve(Overrides {
             config_file: Some(p),
             state_dir: Some("/other/state".into()),

@@ -16,6 +16,7 @@ pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod timing;
 
 /// The `format_version` of every JSON document the supervisor prints or saves (`plan --json`, saved plans,
 /// `status --json`, every command's `--json`): always this string. `docs/json-output.md` documents it.

@@ -13,6 +13,7 @@ mod secrets;
 mod serve;
 mod state;
 mod status;
+mod timing;
 mod token;
 
 use std::path::PathBuf;
@@ -292,16 +293,156 @@ pub enum PortsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TimingCommand {
-    /// Start a task timer.
-    Start,
-    /// Complete a task timer.
-    Complete,
-    /// Estimate a task from similar completed ones.
-    Estimate,
-    /// Statistics per task type.
-    Stats,
-    /// Import completed tasks (JSONL).
-    Import,
+    /// Start a task timer (prints its id and the supervisor's estimate).
+    Start(TimingStartArgs),
+    /// Complete a running task timer (prints its duration and the estimation error).
+    Complete(TimingCompleteArgs),
+    /// Estimate a task from similar completed ones, or every line of --batch FILE.jsonl.
+    Estimate(TimingEstimateArgs),
+    /// Statistics per task type and project: count, success rate, mean, median, p95, min, max.
+    Stats {
+        #[arg(long = "type", value_name = "TYPE")]
+        task_type: Option<String>,
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+    },
+    /// Task timers, newest first.
+    List(TimingListArgs),
+    /// Import completed tasks from a JSONL file: all or nothing, idempotent on task_id.
+    Import {
+        /// Lines {task_id, description, task_type, project, duration_seconds[, started_at,
+        /// completed_at, estimated_seconds, success]}; `-` reads stdin.
+        file: PathBuf,
+    },
+    /// Parallel groups: tasks run by several agents at once.
+    #[command(subcommand)]
+    Group(TimingGroupCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TimingStartArgs {
+    /// What the task is (similar past tasks are found by these words).
+    #[arg(long, short = 'd')]
+    pub description: String,
+    /// The kind of task, e.g. feature, bugfix, refactor.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: String,
+    #[arg(long, value_name = "P")]
+    pub project: String,
+    /// Your id for the task (default: generated).
+    #[arg(long, value_name = "ID")]
+    pub task_id: Option<String>,
+    /// The agent type, e.g. claude-code.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The model, e.g. claude-opus-4.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// simple, medium or complex.
+    #[arg(long)]
+    pub complexity: Option<String>,
+    /// The task this one is part of.
+    #[arg(long, value_name = "ID")]
+    pub parent: Option<String>,
+    /// Your own estimate (seconds, or 15m, 2h, 1h30m).
+    #[arg(long, value_name = "DURATION")]
+    pub estimate: Option<String>,
+    /// The parallel group the task runs in.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TimingCompleteArgs {
+    pub task_id: String,
+    /// The task did not succeed.
+    #[arg(long)]
+    pub failed: bool,
+    /// Why it failed.
+    #[arg(long, value_name = "MESSAGE")]
+    pub error: Option<String>,
+    /// What was done, briefly.
+    #[arg(long)]
+    pub summary: Option<String>,
+    /// Lines of code changed.
+    #[arg(long, value_name = "N")]
+    pub lines: Option<i64>,
+    /// Files changed.
+    #[arg(long, value_name = "N")]
+    pub files: Option<i64>,
+    /// Tests written.
+    #[arg(long, value_name = "N")]
+    pub tests: Option<i64>,
+    /// Tokens used.
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<i64>,
+    /// Retries.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<i64>,
+    /// The real working time when it differs from the time since start (seconds, or 15m, 2h).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TimingEstimateArgs {
+    /// What the task is.
+    #[arg(long, short = 'd', required_unless_present = "batch")]
+    pub description: Option<String>,
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "batch")]
+    pub task_type: Option<String>,
+    #[arg(long, value_name = "P", required_unless_present = "batch")]
+    pub project: Option<String>,
+    /// Your own estimate, calibrated against the history of estimates vs actual durations.
+    #[arg(long, value_name = "DURATION")]
+    pub own_estimate: Option<String>,
+    /// Estimate every line {task_id, description, task_type, project[, agent_estimate_seconds]} of
+    /// FILE (`-`: stdin); with --json, one JSON line per task.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["description", "task_type", "project", "own_estimate"])]
+    pub batch: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TimingListArgs {
+    /// Only running timers.
+    #[arg(long)]
+    pub running: bool,
+    /// Only running timers older than the abandoned age.
+    #[arg(long)]
+    pub abandoned: bool,
+    /// The abandoned age (default: [timing] abandoned_after_secs in supervisor.toml, else 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub abandoned_after: Option<String>,
+    #[arg(long, value_name = "P")]
+    pub project: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimingGroupCommand {
+    /// Start a parallel group.
+    Start {
+        #[arg(long, short = 'd')]
+        description: String,
+        #[arg(long, value_name = "P")]
+        project: String,
+        /// Your id for the group (default: generated).
+        #[arg(long, value_name = "ID")]
+        group_id: Option<String>,
+        /// The tasks that run in parallel (comma-separated or repeated).
+        #[arg(long = "task", value_name = "ID", value_delimiter = ',')]
+        tasks: Vec<String>,
+        /// How many agents work in parallel (default: the number of tasks).
+        #[arg(long, value_name = "N")]
+        agents: Option<i64>,
+        /// How long the tasks would take one after another (default at completion: the sum of their
+        /// durations).
+        #[arg(long, value_name = "DURATION")]
+        sequential_estimate: Option<String>,
+    },
+    /// Complete a parallel group whose tasks have all completed.
+    Complete { group_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,7 +556,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(command) => secrets::run(&ctx, command).await,
         Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
-        Command::Timing(_) => not_implemented("timing"),
+        Command::Timing(command) => timing::run(&ctx, command).await,
         Command::Knowledge(_) => not_implemented("knowledge"),
         Command::Instructions(cmd) => instructions::run(&ctx, cmd).await,
         Command::Import(ImportCommand::Cloudflare { lock_timeout }) => {

@@ -5,6 +5,7 @@ use crate::engine::{EngineError, ProviderError, RetryHint};
 use crate::secrets::vault::VaultError;
 use crate::state::{self, edit::EditError};
 use crate::store::StoreError;
+use crate::timing::TimingError;
 
 use super::VisibilityError;
 
@@ -24,6 +25,8 @@ pub enum OpsError {
     Visibility(#[from] VisibilityError),
     #[error(transparent)]
     Vault(#[from] VaultError),
+    #[error(transparent)]
+    Timing(#[from] TimingError),
     /// Secrets are needed but there is no usable vault (why, and how to fix it).
     #[error("secrets are unavailable: {0}")]
     NoVault(String),
@@ -48,12 +51,13 @@ impl OpsError {
         match self {
             OpsError::Engine(e) => e.retry_hint(),
             OpsError::Provider(e) => Some(e.retry_hint()),
-            OpsError::Store(_) => Some(RetryHint::Soon),
+            OpsError::Store(_) | OpsError::Timing(TimingError::Store(_)) => Some(RetryHint::Soon),
             OpsError::ApplyFailed { retry, .. } => *retry,
             OpsError::Invalid(_)
             | OpsError::Edit(_)
             | OpsError::Visibility(_)
-            | OpsError::InvalidArgument(_) => Some(RetryHint::NeedsChange),
+            | OpsError::InvalidArgument(_)
+            | OpsError::Timing(_) => Some(RetryHint::NeedsChange),
             _ => None,
         }
     }

@@ -383,7 +383,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), rt.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
     let timers = if reachable {
-        rt.store.running_tasks().await.ok()
+        crate::timing::Timing::new(rt.store.clone())
+            .with_abandoned_after(Duration::from_secs(
+                rt.settings.file.timing.abandoned_after_secs,
+            ))
+            .timer_counts()
+            .await
+            .ok()
     } else {
         None
     };
@@ -400,7 +406,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "memory_rss_bytes": rss_bytes(),
         "desired": { "revision": desired.revision, "projects": desired.projects.len(), "error": desired_error },
         "reconcile": reconcile,
-        "active_task_timers": timers,
+        "active_task_timers": timers.map(|t| t.running),
+        "abandoned_task_timers": timers.map(|t| t.abandoned),
     });
     let code = if reachable {
         StatusCode::OK

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use hostname::Hostname;
 pub use model::TunnelMode;
+pub(crate) use validate::{NAME_HINT, is_valid_name};
 
 pub const SUPERVISOR_FILE: &str = "supervisor.yaml";
 pub const PROJECTS_DIR: &str = "projects";

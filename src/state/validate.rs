@@ -36,8 +36,13 @@ static TUNNEL_ID: LazyLock<Regex> = LazyLock::new(|| {
 /// Names a project may not have: `/mcp/meta` is the meta endpoint.
 const RESERVED_PROJECT_NAMES: &[&str] = &["meta"];
 
-const NAME_HINT: &str =
+pub(crate) const NAME_HINT: &str =
     "use lower-case letters, digits and dashes (at most 63, not starting or ending with a dash)";
+
+/// Whether `name` is a valid project (or service) name.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    NAME.is_match(name)
+}
 
 /// Collects diagnostics for one file, attaching the offending source line.
 struct FileDiags<'a> {

@@ -2,7 +2,8 @@
 //! and knowledge.
 //!
 //! One set of repository traits ([`SecretRepo`], [`PortRepo`], [`InventoryRepo`], [`JournalRepo`],
-//! [`KnowledgeRepo`], [`TokenRepo`], [`HealthRepo`]) gathered into [`Store`], with two real implementations:
+//! [`KnowledgeRepo`], [`TokenRepo`], [`HealthRepo`], [`TimingRepo`] in `timing.rs`) gathered into
+//! [`Store`], with two real implementations:
 //!
 //! * [`sqlite::SqliteStore`] — the embedded default (bundled SQLite, WAL, sqlite-vec, FTS5), a file under
 //!   `.supervisor/` next to the state directory, created on first use;
@@ -21,6 +22,7 @@ pub mod checks;
 mod portable;
 pub mod postgres;
 pub mod sqlite;
+pub mod timing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use serde::Serialize;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use timing::TimingRepo;
 
 /// The host every single-VM installation uses; ports and tunnel ingress are per host.
 pub const DEFAULT_HOST: &str = "default";
@@ -332,6 +335,7 @@ pub trait Store:
     + KnowledgeRepo
     + TokenRepo
     + HealthRepo
+    + TimingRepo
     + checks::CheckRepo
     + Send
     + Sync

@@ -5,10 +5,10 @@ It connects over streamable HTTP or stdio, negotiates the protocol, runs a list 
 one JSON document describing what happened; the Rust tests assert on it. Nothing here decides whether a
 result is right.
 
-    client.py JOBS
+    client.py JOBS [--parallel]
 
-JOBS is a JSON array; each job is one connection, run one after the other (one Python start-up for many
-connections: importing the SDK takes a second):
+JOBS is a JSON array; each job is one connection, run one after the other — or all at once with
+--parallel (concurrent clients) — in one Python start-up (importing the SDK takes a second):
     {"url": "http://127.0.0.1:PORT/mcp/meta", "token": T?, "mode": M?, "ops": OPS}
     {"stdio": "/path/to/supervisor", "args": ["mcp", "--project", "P"], "cwd": DIR, "env": {K: V}, "mode": M?, "ops": OPS}
 
@@ -147,8 +147,19 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
 async def main() -> int:
     jobs = json.loads(sys.argv[1])
     reports = []
-    for job in jobs:
-        reports.append(await run_job(job))
+    if "--parallel" in sys.argv[2:]:
+        # Every connection at once (concurrent clients); reports in the jobs' order.
+        reports = [None] * len(jobs)
+
+        async def one(i: int, job: dict[str, Any]) -> None:
+            reports[i] = await run_job(job)
+
+        async with anyio.create_task_group() as tg:
+            for i, job in enumerate(jobs):
+                tg.start_soon(one, i, job)
+    else:
+        for job in jobs:
+            reports.append(await run_job(job))
     print(json.dumps(reports, default=str))
     return 0
 

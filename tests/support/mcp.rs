@@ -258,6 +258,16 @@ impl PyClient {
 
 /// Runs several connections, one after the other, in one Python process; returns their reports.
 pub async fn run_all(jobs: Vec<(PyClient, Value)>) -> Vec<Value> {
+    run_jobs(jobs, false).await
+}
+
+/// Runs several connections at once (concurrent clients) in one Python process; returns their
+/// reports in the jobs' order.
+pub async fn run_parallel(jobs: Vec<(PyClient, Value)>) -> Vec<Value> {
+    run_jobs(jobs, true).await
+}
+
+async fn run_jobs(jobs: Vec<(PyClient, Value)>, parallel: bool) -> Vec<Value> {
     let jobs: Vec<Value> = jobs
         .into_iter()
         .map(|(c, ops)| {
@@ -269,9 +279,11 @@ pub async fn run_all(jobs: Vec<(PyClient, Value)>) -> Vec<Value> {
     let count = jobs.len();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_clients/client.py");
     let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(&script)
-        .arg(Value::Array(jobs).to_string())
-        .env("PYTHONWARNINGS", "ignore")
+    cmd.arg(&script).arg(Value::Array(jobs).to_string());
+    if parallel {
+        cmd.arg("--parallel");
+    }
+    cmd.env("PYTHONWARNINGS", "ignore")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())

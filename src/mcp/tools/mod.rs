@@ -15,6 +15,7 @@ mod plan;
 mod ports;
 mod secrets;
 mod state;
+mod timing;
 
 /// Tools served on the meta endpoint only (removed from project endpoints' lists).
 pub const META_ONLY: &[&str] = &[];
@@ -26,4 +27,5 @@ pub fn all() -> ToolRouter<McpServer> {
         + McpServer::checks_tools()
         + McpServer::ports_tools()
         + McpServer::secrets_tools()
+        + McpServer::timing_tools()
 }
