@@ -257,11 +257,11 @@ fn usage_errors_exit_1_not_2() {
 fn unbuilt_commands_say_so_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let out = supervisor(dir.path())
-        .args(["timing", "stats"])
+        .args(["import", "ports"])
         .output()
         .unwrap();
     expect_code(&out, 1);
-    assert!(support::stderr(&out).contains("not implemented yet: timing"));
+    assert!(support::stderr(&out).contains("not implemented yet: import ports"));
 }
 
 #[test]
