@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod engine;
+pub mod knowledge;
 pub mod logging;
 pub mod mcp;
 pub mod providers;

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod fake_cloudflare;
 pub mod mcp;
+pub mod model;
 pub mod test_secrets;
 
 use std::path::{Path, PathBuf};
