@@ -14,6 +14,13 @@
 //! resync_interval_secs = 300
 //! allowed_hosts = ["localhost", "127.0.0.1"]
 //! rate_limit_per_second = 50
+//!
+//! [knowledge]
+//! model_dir = "/opt/models/all-MiniLM-L6-v2"   # the offline model; SUPERVISOR_MODEL_DIR wins
+//! # [knowledge.endpoint]                        # or an OpenAI-compatible endpoint instead
+//! # url = "http://localhost:11434/v1"
+//! # model = "nomic-embed-text"
+//! # api_key = "secret:meta/openai/api_key"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +56,9 @@ pub struct ConfigFile {
     pub secrets_key_file: Option<PathBuf>,
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Knowledge search: the embedding model (local directory or OpenAI-compatible endpoint).
+    #[serde(default)]
+    pub knowledge: crate::knowledge::embed::EmbedderConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

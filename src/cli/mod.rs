@@ -5,6 +5,7 @@
 mod common;
 mod doctor;
 mod import;
+mod knowledge;
 pub mod output;
 mod plan;
 mod ports;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{CONFIG_ENV, Overrides, STATE_DIR_ENV, Settings};
+pub use knowledge::KnowledgeCommand;
 
 /// Declarative desired state for a fleet of projects on cloud VMs — planned, applied, kept converged,
 /// and served to AI coding agents over MCP.
@@ -106,7 +108,7 @@ pub enum Command {
     /// Task timers and estimates.
     #[command(subcommand)]
     Timing(TimingCommand),
-    /// Project knowledge: index, search, learn.
+    /// Project knowledge: index, search, learn, list, remove.
     #[command(subcommand)]
     Knowledge(KnowledgeCommand),
     /// Agent instructions (CLAUDE.md).
@@ -300,16 +302,6 @@ pub enum TimingCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KnowledgeCommand {
-    /// Index folders or JSONL document sets.
-    Index,
-    /// Hybrid search over a project's knowledge.
-    Search,
-    /// Record a learning.
-    Learn,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum InstructionsCommand {
     /// Render a project's CLAUDE.md from its layers.
     Render,
@@ -390,7 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
         Command::Timing(_) => not_implemented("timing"),
-        Command::Knowledge(_) => not_implemented("knowledge"),
+        Command::Knowledge(cmd) => knowledge::run(&ctx, cmd).await,
         Command::Instructions(_) => not_implemented("instructions"),
         Command::Import(ImportCommand::Cloudflare { lock_timeout }) => {
             import::cloudflare(&ctx, lock_timeout).await
