@@ -792,6 +792,7 @@ mod tests {
                 .collect(),
             secrets: RequiredSecrets::default(),
             checks: vec![],
+            knowledge: vec![],
             instructions: None,
         }
     }

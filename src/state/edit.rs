@@ -253,6 +253,7 @@ mod tests {
             services: vec![svc("web", Some(3201))],
             secrets: RequiredSecrets::default(),
             checks: vec![],
+            knowledge: vec![],
             instructions: None,
         };
         let out = upsert_project(&state, &p, &rev).unwrap();

@@ -114,6 +114,9 @@ pub struct Project {
     pub secrets: RequiredSecrets,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// Folders under `path` kept indexed for knowledge search (as written, without a trailing `/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knowledge: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
 }
