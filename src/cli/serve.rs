@@ -9,6 +9,8 @@ use rmcp::ServiceExt;
 
 use super::common::{cli_actor, open_store};
 use super::{Context, McpArgs, ServeArgs};
+use crate::knowledge::embed::EmbedderChoice;
+use crate::knowledge::folders::FolderIndexer;
 use crate::mcp::auth::Principal;
 use crate::mcp::{Endpoint, McpServer};
 use crate::serve::http::{self, HttpConfig};
@@ -50,6 +52,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let auto_apply = args.auto_apply || cfg.auto_apply;
     let store = open_store(ctx).await?;
     let vault = super::common::vault(ctx, store.clone()).await?;
+    let embedder = knowledge_embedder(ctx, vault.clone()).await;
     let rt = Runtime::new(ctx.settings.clone(), store, vault, auto_apply)?;
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -76,6 +79,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         leader_retry: Duration::from_secs(2),
     };
     let reconciler = tokio::spawn(reconcile::run(rt.clone(), loop_cfg, shutdown.clone()));
+    let knowledge = tokio::spawn(crate::serve::knowledge::keep_indexed(
+        rt.clone(),
+        FolderIndexer::new(rt.store.clone(), embedder),
+        Duration::from_millis(cfg.debounce_millis).max(Duration::from_millis(500)),
+        Duration::from_secs(cfg.resync_interval_secs.max(1)),
+    ));
     eprintln!(
         "supervisor serving on http://{bound} — /health, /metrics, /mcp/meta, /mcp/<project>{}{}",
         if args.no_auth {
@@ -105,9 +114,38 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = server.await;
     shutdown.cancel();
     let _ = reconciler.await;
+    let _ = knowledge.await;
     served.map_err(|e| anyhow::anyhow!("the HTTP server failed: {e}"))?;
     eprintln!("supervisor stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedder `serve` indexes knowledge folders with; a broken configuration is logged and knowledge
+/// is then indexed for full-text search only (serving must not stop for it).
+async fn knowledge_embedder(
+    ctx: &Context,
+    vault: Option<std::sync::Arc<crate::secrets::vault::Vault>>,
+) -> Option<std::sync::Arc<dyn crate::knowledge::embed::Embedder>> {
+    let secrets = vault
+        .as_deref()
+        .map(|v| v as &dyn crate::secrets::SecretSource);
+    match ctx
+        .settings
+        .file
+        .knowledge
+        .open(secrets, "serve:knowledge")
+        .await
+    {
+        Ok(EmbedderChoice::Ready(e)) => Some(e),
+        Ok(EmbedderChoice::Unavailable(why)) => {
+            tracing::info!("knowledge: {why}");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "knowledge: the embedding model cannot be used; folders are indexed for full-text search only");
+            None
+        }
+    }
 }
 
 pub async fn mcp_stdio(ctx: &Context, args: McpArgs) -> anyhow::Result<ExitCode> {

@@ -201,6 +201,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let c = EmbeddingsClient::new(
             "http://127.0.0.1:1/v1",
             "m",

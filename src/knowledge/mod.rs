@@ -18,6 +18,7 @@
 
 pub mod chunk;
 pub mod embed;
+pub mod folders;
 pub mod index;
 pub mod lexical;
 #[cfg(feature = "local-embeddings")]

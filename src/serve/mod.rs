@@ -1,7 +1,8 @@
 //! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`) and the
-//! reconcile loop that keeps reality converged.
+//! reconcile loop that keeps reality converged, and the task that keeps knowledge folders indexed.
 
 pub mod http;
+pub mod knowledge;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
