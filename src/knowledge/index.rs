@@ -41,7 +41,7 @@ pub const LEARNINGS_SOURCE: &str = "learnings";
 const BINARY_SNIFF: usize = 8192;
 
 /// Texts collected before the embedder is called (across documents): bounds memory per batch.
-const PENDING_TEXTS: usize = 64;
+const PENDING_TEXTS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -265,19 +265,31 @@ impl Embedder for LocalEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut out = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(self.batch_size) {
+        // Batches of texts of similar length: a batch is padded to its longest text, so mixing short
+        // and long texts would compute mostly padding.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(self.batch_size) {
             let _permit = self
                 .gate
                 .acquire()
                 .await
                 .map_err(|_| EmbedError::Model("the embedding worker is shut down".into()))?;
             let model = self.model.clone();
-            let batch = batch.to_vec();
-            let vectors = tokio::task::spawn_blocking(move || model.embed(batch))
+            let input: Vec<String> = batch.iter().map(|&i| texts[i].clone()).collect();
+            let vectors = tokio::task::spawn_blocking(move || model.embed(input))
                 .await
                 .map_err(|e| EmbedError::Model(format!("the embedding task failed: {e}")))??;
-            out.extend(vectors);
+            if vectors.len() != batch.len() {
+                return Err(EmbedError::Count {
+                    expected: batch.len(),
+                    got: vectors.len(),
+                });
+            }
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
         }
         checked(texts.len(), out)
     }
