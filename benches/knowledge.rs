@@ -413,7 +413,7 @@ async fn index_phase(model: Option<Arc<dyn Embedder>>) {
     let target = Target::new(Some("bench"), "tree").expect("target");
     let t = Instant::now();
     let r = indexer
-        .index_paths(&target, &[tree.clone()], &NoProgress)
+        .index_paths(&target, std::slice::from_ref(&tree), &NoProgress)
         .await
         .expect("index");
     let secs = t.elapsed().as_secs_f64();
