@@ -72,6 +72,9 @@ pub struct ServeConfig {
     pub allowed_hosts: Vec<String>,
     /// Requests per second per token (burst: twice that). 0 disables the limit.
     pub rate_limit_per_second: u32,
+    /// The URL agents use to reach this server (behind a proxy or tunnel), named in generated
+    /// CLAUDE.md files; default `http://<listen>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -83,6 +86,7 @@ impl Default for ServeConfig {
             debounce_millis: 300,
             allowed_hosts: Vec::new(),
             rate_limit_per_second: 100,
+            public_url: None,
         }
     }
 }

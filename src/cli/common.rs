@@ -1,14 +1,12 @@
 //! What several commands share: loading desired state (with its diagnostics rendered), opening the
-//! store, building the engine, naming the actor.
+//! store, building the runtime (`ops::Runtime`), naming the actor.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::Context;
-use crate::engine::Engine;
-use crate::providers::ProviderContext;
+use crate::ops::Runtime;
+use crate::ops::runtime::VaultState;
 use crate::state::{self, Desired, Diagnostics};
 use crate::store::{self, Store};
 
@@ -25,7 +23,7 @@ pub fn print_diagnostics(ctx: &Context, diags: &Diagnostics) {
     if ctx.out.json {
         let _ = ctx
             .out
-            .json(&json!({"format_version": "1", "valid": false, "errors": diags.0}));
+            .json(&serde_json::json!({"valid": false, "errors": diags.0}));
     } else {
         eprintln!("{diags}");
     }
@@ -35,38 +33,27 @@ pub async fn open_store(ctx: &Context) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store::open(&ctx.settings.database).await?)
 }
 
-/// The engine with the providers `desired` needs. `adopt`: hostnames whose unmanaged DNS records may be
-/// adopted.
-pub async fn engine(
-    ctx: &Context,
-    desired: &Desired,
-    store: Arc<dyn Store>,
-    adopt: &[String],
-) -> anyhow::Result<Engine> {
-    let pctx = provider_context(ctx, store.clone(), adopt).await;
-    let providers = crate::providers::for_desired(desired, &pctx).await?;
-    Ok(Engine::new(store, providers))
-}
-
-/// What providers are built from on the command line: the store, the vault as credential source (when
-/// an encryption key is configured), the hostnames to adopt, and the CLI user as actor.
-pub async fn provider_context(
-    ctx: &Context,
-    store: Arc<dyn Store>,
-    adopt: &[String],
-) -> ProviderContext {
-    let secrets: Option<Arc<dyn crate::secrets::SecretSource>> =
-        match vault(ctx, store.clone()).await {
-            Ok(v) => v.map(|v| v as Arc<dyn crate::secrets::SecretSource>),
-            // A broken key only matters to providers that need a credential: they report it (with
-            // why), everything else plans.
-            Err(e) => Some(Arc::new(KeyUnavailable(format!("{e:#}")))),
-        };
-    let mut pctx = ProviderContext::new(store);
-    pctx.secrets = secrets;
-    pctx.adopt = adopt.to_vec();
-    pctx.actor = cli_actor();
-    pctx
+/// The runtime of a command that plans or applies: desired state loaded (`Err(exit code)` after its
+/// diagnostics were printed), the store opened, the vault loaded when a key is configured — a broken
+/// key only stops the providers that need a credential (they say why).
+pub async fn runtime(ctx: &Context) -> anyhow::Result<Result<Arc<Runtime>, ExitCode>> {
+    let dir = ctx.settings.state_dir.clone();
+    let desired = match tokio::task::spawn_blocking(move || state::load(&dir)).await? {
+        Ok(d) => d,
+        Err(diags) => {
+            print_diagnostics(ctx, &diags);
+            return Ok(Err(ExitCode::from(1)));
+        }
+    };
+    let store = open_store(ctx).await?;
+    let vault = VaultState::load(&ctx.settings, &store);
+    Ok(Ok(Runtime::with_desired(
+        ctx.settings.clone(),
+        store,
+        vault,
+        desired,
+        false,
+    )))
 }
 
 /// `cli:<user>`, for the journal and the secret access log.
@@ -74,23 +61,6 @@ pub fn cli_actor() -> String {
     crate::secrets::vault::Actor::cli_current_user()
         .name()
         .to_string()
-}
-
-/// A credential source whose every read fails with why the encryption key could not be loaded.
-struct KeyUnavailable(String);
-
-#[async_trait::async_trait]
-impl crate::secrets::SecretSource for KeyUnavailable {
-    async fn read_secret(
-        &self,
-        path: &str,
-        _actor: &str,
-    ) -> Result<secrecy::SecretString, crate::secrets::SecretSourceError> {
-        Err(crate::secrets::SecretSourceError {
-            path: path.to_string(),
-            reason: format!("the encryption key cannot be used: {}", self.0),
-        })
-    }
 }
 
 /// The vault, when an encryption key is configured (`None` otherwise: secret tools and providers that

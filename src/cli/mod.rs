@@ -5,6 +5,7 @@
 mod common;
 mod doctor;
 mod import;
+mod instructions;
 mod knowledge;
 pub mod output;
 mod plan;
@@ -303,10 +304,31 @@ pub enum TimingCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum InstructionsCommand {
-    /// Render a project's CLAUDE.md from its layers.
-    Render,
-    /// Draft a project's instruction layer from its folder.
-    Adapt,
+    /// Print a project's (or the meta supervisor's) CLAUDE.md section, assembled from its layers.
+    Render {
+        /// The project.
+        #[arg(required_unless_present = "meta", conflicts_with = "meta")]
+        project: Option<String>,
+        /// The meta supervisor's section (core + meta layers + the fleet's facts).
+        #[arg(long)]
+        meta: bool,
+        /// Print the whole CLAUDE.md as apply would write it (the user's text outside the markers
+        /// included), not only the supervisor's section.
+        #[arg(long)]
+        file: bool,
+    },
+    /// Draft a project's instruction layer from its folder (languages, build/test/lint commands,
+    /// what it runs); prints it, or writes it into a project's state file with --project.
+    Adapt {
+        /// The project folder to inspect.
+        path: PathBuf,
+        /// Write the draft as this project's `instructions:` (refused over hand-written ones).
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// Replace hand-written instructions.
+        #[arg(long, requires = "project")]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,7 +405,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
         Command::Timing(_) => not_implemented("timing"),
         Command::Knowledge(cmd) => knowledge::run(&ctx, cmd).await,
-        Command::Instructions(_) => not_implemented("instructions"),
+        Command::Instructions(cmd) => instructions::run(&ctx, cmd).await,
         Command::Import(ImportCommand::Cloudflare { lock_timeout }) => {
             import::cloudflare(&ctx, lock_timeout).await
         }

@@ -9,13 +9,12 @@ use rmcp::ServiceExt;
 
 use super::common::{cli_actor, open_store};
 use super::{Context, McpArgs, ServeArgs};
-use crate::knowledge::embed::EmbedderChoice;
-use crate::knowledge::folders::FolderIndexer;
 use crate::mcp::auth::Principal;
 use crate::mcp::{Endpoint, McpServer};
+use crate::ops::Runtime;
+use crate::ops::runtime::VaultState;
 use crate::serve::http::{self, HttpConfig};
 use crate::serve::reconcile::{self, LoopConfig};
-use crate::serve::runtime::Runtime;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -36,6 +35,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// A long-running server refuses to start with a key it cannot use (rather than failing every secret
+/// call later); no key at all is fine (secret tools say how to configure one).
+async fn vault_state(
+    ctx: &Context,
+    store: &std::sync::Arc<dyn crate::store::Store>,
+) -> anyhow::Result<VaultState> {
+    Ok(match super::common::vault(ctx, store.clone()).await? {
+        Some(v) => VaultState::Ready(v),
+        None => VaultState::NoKey,
+    })
+}
+
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = &ctx.settings.file.serve;
     let listen_text = args.listen.clone().unwrap_or_else(|| cfg.listen.clone());
@@ -51,9 +62,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let auto_apply = args.auto_apply || cfg.auto_apply;
     let store = open_store(ctx).await?;
-    let vault = super::common::vault(ctx, store.clone()).await?;
-    let embedder = knowledge_embedder(ctx, vault.clone()).await;
-    let rt = Runtime::new(ctx.settings.clone(), store, vault, auto_apply)?;
+    let vault = vault_state(ctx, &store).await?;
+    let rt = Runtime::load(ctx.settings.clone(), store, vault, auto_apply).await?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -81,7 +91,6 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let reconciler = tokio::spawn(reconcile::run(rt.clone(), loop_cfg, shutdown.clone()));
     let knowledge = tokio::spawn(crate::serve::knowledge::keep_indexed(
         rt.clone(),
-        FolderIndexer::new(rt.store.clone(), embedder),
         Duration::from_millis(cfg.debounce_millis).max(Duration::from_millis(500)),
         Duration::from_secs(cfg.resync_interval_secs.max(1)),
     ));
@@ -120,38 +129,10 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The embedder `serve` indexes knowledge folders with; a broken configuration is logged and knowledge
-/// is then indexed for full-text search only (serving must not stop for it).
-async fn knowledge_embedder(
-    ctx: &Context,
-    vault: Option<std::sync::Arc<crate::secrets::vault::Vault>>,
-) -> Option<std::sync::Arc<dyn crate::knowledge::embed::Embedder>> {
-    let secrets = vault
-        .as_deref()
-        .map(|v| v as &dyn crate::secrets::SecretSource);
-    match ctx
-        .settings
-        .file
-        .knowledge
-        .open(secrets, "serve:knowledge")
-        .await
-    {
-        Ok(EmbedderChoice::Ready(e)) => Some(e),
-        Ok(EmbedderChoice::Unavailable(why)) => {
-            tracing::info!("knowledge: {why}");
-            None
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "knowledge: the embedding model cannot be used; folders are indexed for full-text search only");
-            None
-        }
-    }
-}
-
 pub async fn mcp_stdio(ctx: &Context, args: McpArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(ctx).await?;
-    let vault = super::common::vault(ctx, store.clone()).await?;
-    let rt = Runtime::new(ctx.settings.clone(), store, vault, false)?;
+    let vault = vault_state(ctx, &store).await?;
+    let rt = Runtime::load(ctx.settings.clone(), store, vault, false).await?;
     let endpoint = match args.project {
         Some(p) => {
             if !rt.desired().await.projects.contains_key(&p) {

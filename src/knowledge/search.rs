@@ -248,16 +248,25 @@ impl Searcher {
         if strategy != Strategy::FullText
             && let Some(e) = &self.embedder
         {
-            let v = e.embed(std::slice::from_ref(&q.text)).await?;
-            if let Some(v) = v.first() {
-                vector = self
-                    .store
-                    .vector_search(&q.filter, e.model(), v, depth as i64)
-                    .await?;
-            }
-            if vector.is_empty() {
-                self.note_missing_vectors(e.model(), &q.filter, &mut notes)
-                    .await?;
+            match e.embed(std::slice::from_ref(&q.text)).await {
+                Ok(v) => {
+                    if let Some(v) = v.first() {
+                        vector = self
+                            .store
+                            .vector_search(&q.filter, e.model(), v, depth as i64)
+                            .await?;
+                    }
+                    if vector.is_empty() {
+                        self.note_missing_vectors(e.model(), &q.filter, &mut notes)
+                            .await?;
+                    }
+                }
+                // A failing endpoint degrades a hybrid search to full text, visibly.
+                Err(err) if strategy == Strategy::Hybrid => {
+                    notes.push(format!("full-text only: the query could not be embedded: {err}"));
+                    strategy = Strategy::FullText;
+                }
+                Err(err) => return Err(err.into()),
             }
         }
         let ranked: Vec<(i64, f64)> = match strategy {

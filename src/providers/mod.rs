@@ -6,6 +6,8 @@
 pub mod adoption;
 pub mod cloudflare;
 pub mod dns;
+pub mod files;
+pub mod instructions;
 pub mod ports;
 pub mod ports_audit;
 pub mod secrets;
@@ -30,7 +32,12 @@ pub struct ProviderContext {
     pub adopt: Vec<String>,
     /// Who reads the credentials (`cli:<user>`, `serve`), for the secret access log.
     pub actor: String,
+    /// Where agents reach this supervisor's MCP server (named in generated CLAUDE.md files).
+    pub mcp_base_url: String,
 }
+
+/// The MCP base URL when none is configured (`serve`'s default listen address).
+pub const DEFAULT_MCP_BASE_URL: &str = "http://127.0.0.1:8080";
 
 impl ProviderContext {
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -39,11 +46,12 @@ impl ProviderContext {
             secrets: None,
             adopt: Vec::new(),
             actor: "supervisor".into(),
+            mcp_base_url: DEFAULT_MCP_BASE_URL.into(),
         }
     }
 }
 
-/// The providers for `desired`, in apply order: ports → tunnel → dns → (vm → instructions) → secrets.
+/// The providers for `desired`, in apply order: ports → tunnel → dns → (vm →) instructions → secrets.
 /// Tunnel and DNS exist only when `cloudflare` is configured; building them reads the API token from
 /// the vault once (an error names the secret's path and how to set it).
 pub async fn for_desired(
@@ -68,6 +76,12 @@ pub async fn for_desired(
             &ctx.adopt,
         )));
     }
+    providers.push(Box::new(instructions::InstructionsProvider::new(
+        ctx.store.clone(),
+        crate::instructions::facts::Endpoint {
+            base_url: ctx.mcp_base_url.clone(),
+        },
+    )));
     providers.push(Box::new(secrets::RequiredSecretsProvider::new(
         ctx.store.clone(),
     )));

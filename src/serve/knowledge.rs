@@ -14,8 +14,8 @@ use std::time::Duration;
 use notify_debouncer_full::notify::RecursiveMode;
 use tokio::sync::Notify;
 
-use super::runtime::Runtime;
 use crate::knowledge::folders::{FolderIndexer, KnowledgeFolder, declared_folders};
+use crate::ops::Runtime;
 
 /// How often the desired state is checked for new or removed folders.
 const DESIRED_POLL: Duration = Duration::from_secs(2);
@@ -88,12 +88,8 @@ async fn pass(rt: &Runtime, indexer: &FolderIndexer, folders: &[KnowledgeFolder]
 }
 
 /// The task: runs until `rt.shutdown` is cancelled.
-pub async fn keep_indexed(
-    rt: Arc<Runtime>,
-    indexer: FolderIndexer,
-    settle: Duration,
-    resync: Duration,
-) {
+pub async fn keep_indexed(rt: Arc<Runtime>, settle: Duration, resync: Duration) {
+    let indexer = FolderIndexer::new(rt.store.clone(), rt.embedder().await);
     let changed = Arc::new(Notify::new());
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut watcher: Option<Watcher> = None;

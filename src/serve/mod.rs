@@ -1,8 +1,6 @@
-//! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`) and the
+//! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`), the
 //! reconcile loop that keeps reality converged, and the task that keeps knowledge folders indexed.
 
 pub mod http;
 pub mod knowledge;
-pub mod metrics;
 pub mod reconcile;
-pub mod runtime;

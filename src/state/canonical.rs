@@ -133,6 +133,12 @@ fn project_node(p: &Project) -> Node {
     if let Some(i) = &p.instructions {
         m.push(("instructions".into(), text(i)));
     }
+    if let Some(d) = &p.instructions_dir {
+        m.push((
+            "instructions_dir".into(),
+            Node::Scalar(scalar(&d.to_string_lossy())),
+        ));
+    }
     Node::Map(m)
 }
 
@@ -252,6 +258,18 @@ fn supervisor_node(f: &SupervisorFile) -> Node {
                     .collect(),
             ),
         ));
+    }
+    if let Some(i) = &f.instructions {
+        let mut im = Vec::new();
+        if let Some(b) = &i.budget {
+            im.push(("budget".to_string(), b.value.to_string()));
+        }
+        if let Some(p) = &i.meta_path {
+            im.push(("meta_path".to_string(), scalar(&p.value.to_string_lossy())));
+        }
+        if !im.is_empty() {
+            m.push(("instructions".into(), Node::FlowMap(im)));
+        }
     }
     Node::Map(m)
 }
@@ -651,6 +669,7 @@ mod tests {
             ],
             knowledge: vec!["docs".into(), "src/api".into()],
             instructions: Some("  leading spaces\nsecond".into()),
+            instructions_dir: None,
         };
         let out = project_yaml(&p, None);
         assert_eq!(parse_project(&out), p, "{out}");

@@ -14,6 +14,7 @@
 pub mod canonical;
 mod diagnostic;
 pub mod edit;
+mod hostname;
 pub mod model;
 pub mod scaffold;
 pub mod schema;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use hostname::Hostname;
 pub use model::TunnelMode;
 
 pub const SUPERVISOR_FILE: &str = "supervisor.yaml";
@@ -43,7 +45,29 @@ pub struct Desired {
     pub cloudflare: Option<Cloudflare>,
     pub gcloud: Option<Gcloud>,
     pub vms: Vec<Vm>,
+    pub instructions: InstructionSettings,
     pub projects: BTreeMap<String, Project>,
+}
+
+/// How CLAUDE.md files are generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstructionSettings {
+    /// Characters allowed in a generated section.
+    pub budget: usize,
+    /// The meta supervisor's working directory (absolute).
+    pub meta_path: Option<PathBuf>,
+}
+
+/// The size budget of a generated CLAUDE.md section when `instructions.budget` is not set.
+pub const DEFAULT_INSTRUCTIONS_BUDGET: usize = 40_000;
+
+impl Default for InstructionSettings {
+    fn default() -> Self {
+        InstructionSettings {
+            budget: DEFAULT_INSTRUCTIONS_BUDGET,
+            meta_path: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +143,9 @@ pub struct Project {
     pub knowledge: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
+    /// A folder of `*.md` files that join the project's instruction layer (relative to `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions_dir: Option<PathBuf>,
 }
 
 fn default_host() -> String {
@@ -132,7 +159,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prevent_destroy: bool,
 }

@@ -32,6 +32,23 @@ pub struct SupervisorFile {
     /// Compute Engine VMs whose machine type is managed.
     #[serde(default)]
     pub vms: Vec<VmDecl>,
+    /// Agent instructions (CLAUDE.md): the size budget and the meta supervisor's working directory.
+    #[serde(default)]
+    pub instructions: Option<InstructionsDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionsDecl {
+    /// Characters allowed in a generated CLAUDE.md section (default 40000).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub budget: Option<Spanned<u32>>,
+    /// The meta supervisor's working directory: its CLAUDE.md gets the core and meta layers and the
+    /// facts of every project. Relative paths are relative to the state directory's parent.
+    #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
+    pub meta_path: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -217,6 +234,10 @@ pub struct ProjectFile {
     /// Free-form project instructions for agents (the project's CLAUDE.md layer).
     #[serde(default)]
     pub instructions: Option<String>,
+    /// A folder of `*.md` files that are part of the project's CLAUDE.md layer (relative to `path`).
+    #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
+    pub instructions_dir: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

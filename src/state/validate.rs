@@ -194,6 +194,7 @@ pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics
         cloudflare: settings.cloudflare,
         gcloud: settings.gcloud,
         vms: settings.vms,
+        instructions: settings.instructions,
         projects: desired_projects,
     })
 }
@@ -204,6 +205,44 @@ struct Settings {
     cloudflare: Option<Cloudflare>,
     gcloud: Option<Gcloud>,
     vms: Vec<Vm>,
+    instructions: super::InstructionSettings,
+}
+
+/// `instructions:` of supervisor.yaml: a sane budget; `meta_path` made absolute (relative to the state
+/// directory's parent).
+fn check_instructions(
+    decl: Option<&super::model::InstructionsDecl>,
+    state_dir: &Path,
+    d: &mut FileDiags<'_>,
+) -> super::InstructionSettings {
+    let mut out = super::InstructionSettings::default();
+    let Some(decl) = decl else { return out };
+    if let Some(b) = &decl.budget {
+        if !(1_000..=1_000_000).contains(&b.value) {
+            d.at(
+                b.referenced,
+                format!(
+                    "instructions.budget {} is outside 1000–1000000 characters",
+                    b.value
+                ),
+                Some("CLAUDE.md is read by the agent on every start: keep it well under 100000"),
+            );
+        } else {
+            out.budget = b.value as usize;
+        }
+    }
+    if let Some(m) = &decl.meta_path {
+        out.meta_path = Some(if m.value.is_absolute() {
+            m.value.clone()
+        } else {
+            let base = match state_dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            base.join(&m.value)
+        });
+    }
+    out
 }
 
 fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
@@ -404,12 +443,15 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
         });
     }
 
+    let state_dir = d.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let instructions = check_instructions(sup.instructions.as_ref(), &state_dir, d);
     Settings {
         ports,
         shared,
         cloudflare,
         gcloud,
         vms,
+        instructions,
     }
 }
 
@@ -455,8 +497,8 @@ fn check_name(name: &Spanned<String>, what: &str, d: &mut FileDiags<'_>) {
     }
 }
 
-pub(crate) fn normalize_host(h: &str) -> String {
-    h.trim().trim_end_matches('.').to_ascii_lowercase()
+fn normalize_host(h: &str) -> String {
+    super::Hostname::normalize(h)
 }
 
 /// Hostname rules (as cloudflared and DNS apply them): no port, no scheme or path, labels of 1–63
@@ -573,7 +615,7 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
             .map(|s| Service {
                 name: s.name.value.clone(),
                 port: s.port.as_ref().map(|p| p.value),
-                hostname: s.hostname.as_ref().map(|h| normalize_host(&h.value)),
+                hostname: s.hostname.as_ref().map(|h| super::Hostname::new(&h.value)),
                 prevent_destroy: s.prevent_destroy,
             })
             .collect(),
@@ -587,6 +629,7 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
             .map(|k| knowledge_folder(&k.value))
             .collect(),
         instructions: p.instructions.clone(),
+        instructions_dir: p.instructions_dir.as_ref().map(|d| d.value.clone()),
     }
 }
 
@@ -772,6 +815,16 @@ fn check_projects(
             if c.trim().is_empty() {
                 d.at(p.name.referenced, "a check command is empty", None);
             }
+        }
+        if let Some(dir) = &p.instructions_dir
+            && dir.value.is_relative()
+            && p.path.is_none()
+        {
+            d.at(
+                dir.referenced,
+                "instructions_dir is relative to the project's path, but the project has no path",
+                Some("set path:, or make instructions_dir absolute"),
+            );
         }
         check_knowledge(p, &mut d);
 

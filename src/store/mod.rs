@@ -17,6 +17,7 @@
 //! concurrent applies cannot double-allocate); a project's port block never overlaps another's. This module
 //! never sees a secret in clear text: it stores and returns ciphertext only.
 
+pub mod checks;
 pub mod knowledge;
 mod portable;
 pub mod postgres;
@@ -213,6 +214,7 @@ pub trait Store:
     + KnowledgeRepo
     + TokenRepo
     + HealthRepo
+    + checks::CheckRepo
     + Send
     + Sync
 {
@@ -480,6 +482,9 @@ pub trait PortRepo {
     ) -> Result<Option<PortAllocation>>;
     /// Fails with [`StoreError::Conflict`] when the block or the project already has a range.
     async fn insert_port_range(&self, range: &PortRange) -> Result<()>;
+    /// Moves a project's block in one statement (all or nothing: a block taken meanwhile is a
+    /// [`StoreError::Conflict`] and the old block stays). `false` when the project has no block.
+    async fn move_port_range(&self, range: &PortRange) -> Result<bool>;
     async fn delete_port_range(&self, host: &str, project: &str) -> Result<bool>;
     /// Fails with [`StoreError::Conflict`] when the port or the service is already taken.
     async fn insert_port_allocation(&self, alloc: &PortAllocation) -> Result<()>;

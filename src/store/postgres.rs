@@ -126,6 +126,7 @@ impl PostgresStore {
 }
 
 portable_repos!(PostgresStore);
+super::checks::check_repo!(PostgresStore);
 
 #[async_trait]
 impl Store for PostgresStore {

@@ -188,6 +188,7 @@ impl SqliteStore {
 }
 
 portable_repos!(SqliteStore);
+super::checks::check_repo!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {
