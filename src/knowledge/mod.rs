@@ -45,7 +45,7 @@ pub struct Learning {
 }
 
 /// A stored learning.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct LearningRecord {
     pub id: String,
     pub project: Option<String>,

@@ -42,7 +42,7 @@ pub enum SearchError {
 }
 
 /// Which halves a search uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Full text and vectors, fused (full text only when there is no embedder).
@@ -138,7 +138,7 @@ pub struct SearchQuery {
 }
 
 /// One result: where it is (path or URL, lines), what it is (title, snippet), how good (score).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SearchHit {
     pub id: i64,
     pub score: f64,
@@ -155,7 +155,7 @@ pub struct SearchHit {
     pub snippet: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SearchResults {
     /// What was actually used: `hybrid`, `full_text` or `vector`.
     pub strategy: Strategy,
@@ -263,7 +263,9 @@ impl Searcher {
                 }
                 // A failing endpoint degrades a hybrid search to full text, visibly.
                 Err(err) if strategy == Strategy::Hybrid => {
-                    notes.push(format!("full-text only: the query could not be embedded: {err}"));
+                    notes.push(format!(
+                        "full-text only: the query could not be embedded: {err}"
+                    ));
                     strategy = Strategy::FullText;
                 }
                 Err(err) => return Err(err.into()),

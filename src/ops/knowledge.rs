@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{OpsError, Runtime, Visibility};
-use crate::knowledge::embed::{EmbedderChoice, Embedder};
+use crate::knowledge::embed::{Embedder, EmbedderChoice};
 use crate::knowledge::index::IndexError;
 use crate::knowledge::search::{SearchError, SearchQuery, SearchResults, Searcher, Strategy};
 use crate::knowledge::{self, Learning, LearningRecord};

@@ -11,6 +11,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use super::McpServer;
 
 mod checks;
+mod knowledge;
 mod plan;
 mod ports;
 mod secrets;
@@ -26,4 +27,5 @@ pub fn all() -> ToolRouter<McpServer> {
         + McpServer::checks_tools()
         + McpServer::ports_tools()
         + McpServer::secrets_tools()
+        + McpServer::knowledge_tools()
 }
