@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use supervisor::knowledge::embed::{EmbedderChoice, EmbedderConfig};
 use supervisor::knowledge::index::{IndexOptions, Indexer, NoProgress, Target};
-use supervisor::knowledge::search::{Fusion, SearchQuery, Searcher, Strategy};
+use supervisor::knowledge::search::{Fusion, Normalization, SearchQuery, Searcher, Strategy};
 use supervisor::store::{self, ChunkFilter, ChunkHit, Location};
 
 #[derive(Deserialize)]
@@ -242,20 +242,47 @@ async fn tune(
         }
         m
     };
-    println!("\nfusion sweep (z-score, weight of the vector side):");
-    println!("| depth | weight | MRR@10 | Recall@10 |");
-    println!("|---|---|---|---|");
+    let methods = [
+        ("z-score", Normalization::ZScore),
+        ("min-max", Normalization::MinMax),
+        ("rank (k=60)", Normalization::Rank { k: 60.0 }),
+    ];
     let weights: Vec<f64> = (0..=20).map(|i| i as f64 * 0.05).collect();
-    for depth in [20, 50, 100] {
-        for &w in &weights {
-            let m = eval(
-                Fusion {
-                    vector_weight: w,
-                    depth,
-                },
-                None,
+    println!("\nfusion sweep (weight of the vector side; MRR@10 / Recall@10):");
+    println!(
+        "| normalisation | depth | best weight | MRR@10 | Recall@10 | at 0.5 | at 0.7 | at 0.8 | at 0.9 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, normalization) in methods {
+        for depth in [20, 50, 100] {
+            let at = |w: f64| {
+                eval(
+                    Fusion {
+                        normalization,
+                        vector_weight: w,
+                        depth,
+                    },
+                    None,
+                )
+            };
+            let (best_w, best) = weights
+                .iter()
+                .map(|&w| (w, at(w)))
+                .max_by(|a, b| a.1.mrr().total_cmp(&b.1.mrr()))
+                .unwrap_or((1.0, Metrics::default()));
+            let cell = |w: f64| {
+                let m = at(w);
+                format!("{:.3} / {:.3}", m.mrr(), m.recall())
+            };
+            println!(
+                "| {name} | {depth} | {best_w:.2} | {:.3} | {:.3} | {} | {} | {} | {} |",
+                best.mrr(),
+                best.recall(),
+                cell(0.5),
+                cell(0.7),
+                cell(0.8),
+                cell(0.9)
             );
-            println!("| {depth} | {w:.2} | {:.3} | {:.3} |", m.mrr(), m.recall());
         }
     }
     println!(
@@ -267,7 +294,7 @@ async fn tune(
             .map(|&w| {
                 let f = Fusion {
                     vector_weight: w,
-                    depth: 100,
+                    ..Fusion::default()
                 };
                 (f, eval(f, Some(train)).mrr())
             })
@@ -278,7 +305,7 @@ async fn tune(
         let dense = eval(
             Fusion {
                 vector_weight: 1.0,
-                depth: 100,
+                ..Fusion::default()
             },
             Some(test),
         );

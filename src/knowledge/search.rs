@@ -52,9 +52,21 @@ pub enum Strategy {
     Vector,
 }
 
+/// How each candidate list's scores are made comparable before weighting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Normalization {
+    /// (score − mean) / standard deviation over the list.
+    ZScore,
+    /// (score − min) / (max − min) over the list.
+    MinMax,
+    /// 1 / (k + rank): weighted reciprocal-rank fusion (scores ignored).
+    Rank { k: f64 },
+}
+
 /// How the two candidate lists are fused.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fusion {
+    pub normalization: Normalization,
     /// Weight of the vector side, 0 (text only) to 1 (vectors only).
     pub vector_weight: f64,
     /// Candidates taken from each side.
@@ -65,40 +77,66 @@ impl Default for Fusion {
     /// Tuned on the CoSQA dev split (docs/benchmarks.md).
     fn default() -> Self {
         Fusion {
+            normalization: Normalization::ZScore,
             vector_weight: 0.7,
             depth: 100,
         }
     }
 }
 
-/// z-scores of a list's scores (all 0 when they do not vary).
-fn zscores(hits: &[ChunkHit]) -> Vec<f64> {
-    let n = hits.len() as f64;
+/// A list's normalised scores, and the score a candidate missing from the list gets.
+fn normalized(hits: &[ChunkHit], how: Normalization) -> (Vec<f64>, f64) {
     if hits.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0.0);
     }
-    let mean = hits.iter().map(|h| h.score).sum::<f64>() / n;
-    let var = hits.iter().map(|h| (h.score - mean).powi(2)).sum::<f64>() / n;
-    let sd = var.sqrt();
-    hits.iter()
-        .map(|h| {
-            if sd > 1e-12 {
-                (h.score - mean) / sd
-            } else {
-                0.0
-            }
-        })
-        .collect()
+    let n = hits.len() as f64;
+    let scores: Vec<f64> = match how {
+        Normalization::ZScore => {
+            let mean = hits.iter().map(|h| h.score).sum::<f64>() / n;
+            let sd = (hits.iter().map(|h| (h.score - mean).powi(2)).sum::<f64>() / n).sqrt();
+            hits.iter()
+                .map(|h| {
+                    if sd > 1e-12 {
+                        (h.score - mean) / sd
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        }
+        Normalization::MinMax => {
+            let max = hits
+                .iter()
+                .map(|h| h.score)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let min = hits.iter().map(|h| h.score).fold(f64::INFINITY, f64::min);
+            hits.iter()
+                .map(|h| {
+                    if max - min > 1e-12 {
+                        (h.score - min) / (max - min)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect()
+        }
+        Normalization::Rank { k } => (0..hits.len())
+            .map(|r| 1.0 / (k + r as f64 + 1.0))
+            .collect(),
+    };
+    let floor = match how {
+        Normalization::Rank { .. } => 0.0,
+        _ => scores.iter().copied().fold(f64::INFINITY, f64::min),
+    };
+    (scores, floor)
 }
 
 impl Fusion {
     /// Fuses two candidate lists (each best first) into `(id, score)`, best first; ties by id.
     pub fn fuse(&self, text: &[ChunkHit], vector: &[ChunkHit]) -> Vec<(i64, f64)> {
         let w = self.vector_weight.clamp(0.0, 1.0);
-        let zt = zscores(text);
-        let zv = zscores(vector);
-        let floor_t = zt.iter().copied().fold(f64::INFINITY, f64::min);
-        let floor_v = zv.iter().copied().fold(f64::INFINITY, f64::min);
+        let (zt, floor_t) = normalized(text, self.normalization);
+        let (zv, floor_v) = normalized(vector, self.normalization);
         let mut by_id: HashMap<i64, (Option<f64>, Option<f64>)> = HashMap::new();
         for (h, z) in text.iter().zip(&zt) {
             by_id.entry(h.id).or_default().0 = Some(*z);
@@ -417,7 +455,8 @@ mod tests {
         assert_eq!(
             ids(Fusion {
                 vector_weight: 1.0,
-                depth: 10
+                depth: 10,
+                ..Fusion::default()
             }),
             [3, 4, 1, 2],
             "vector only: 2 is missing from the vector list, so it ties with its floor and loses on id"
@@ -425,7 +464,8 @@ mod tests {
         assert_eq!(
             ids(Fusion {
                 vector_weight: 0.0,
-                depth: 10
+                depth: 10,
+                ..Fusion::default()
             }),
             [1, 2, 3, 4]
         );
@@ -433,6 +473,7 @@ mod tests {
         let both = Fusion {
             vector_weight: 0.5,
             depth: 10,
+            ..Fusion::default()
         }
         .fuse(&text, &vector);
         assert_eq!(both.len(), 4);
