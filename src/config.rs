@@ -22,6 +22,13 @@
 //! sessions_per_token = 128        # MCP sessions one token may hold; the least recently used goes
 //! session_idle_secs = 120         # an MCP session unused this long is closed
 //! auth_failures_burst = 10        # failed authentications per client address before 429
+//!
+//! [knowledge]
+//! model_dir = "/opt/models/all-MiniLM-L6-v2"   # the offline model; SUPERVISOR_MODEL_DIR wins
+//! # [knowledge.endpoint]                        # or an OpenAI-compatible endpoint instead
+//! # url = "http://localhost:11434/v1"
+//! # model = "nomic-embed-text"
+//! # api_key = "secret:meta/openai/api_key"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -59,6 +66,9 @@ pub struct ConfigFile {
     pub serve: ServeConfig,
     #[serde(default)]
     pub timing: TimingConfig,
+    /// Knowledge search: the embedding model (local directory or OpenAI-compatible endpoint).
+    #[serde(default)]
+    pub knowledge: crate::knowledge::embed::EmbedderConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

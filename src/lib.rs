@@ -8,6 +8,7 @@ pub mod clients;
 pub mod config;
 pub mod engine;
 pub mod instructions;
+pub mod knowledge;
 pub mod logging;
 pub mod mcp;
 pub mod ops;

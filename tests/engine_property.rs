@@ -62,6 +62,7 @@ fn desired(shape: &Shape) -> Desired {
                 services,
                 secrets: RequiredSecrets::default(),
                 checks: vec![],
+                knowledge: vec![],
                 instructions: None,
                 instructions_dir: None,
             },

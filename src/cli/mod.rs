@@ -6,6 +6,7 @@ mod common;
 mod doctor;
 mod import;
 mod instructions;
+mod knowledge;
 pub mod output;
 mod plan;
 mod ports;
@@ -22,6 +23,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{CONFIG_ENV, Overrides, STATE_DIR_ENV, Settings};
+pub use knowledge::KnowledgeCommand;
 
 /// Declarative desired state for a fleet of projects on cloud VMs — planned, applied, kept converged,
 /// and served to AI coding agents over MCP.
@@ -108,7 +110,7 @@ pub enum Command {
     /// Task timers and estimates.
     #[command(subcommand)]
     Timing(TimingCommand),
-    /// Project knowledge: index, search, learn.
+    /// Project knowledge: index, search, learn, list, remove.
     #[command(subcommand)]
     Knowledge(KnowledgeCommand),
     /// Agent instructions (CLAUDE.md).
@@ -446,16 +448,6 @@ pub enum TimingGroupCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KnowledgeCommand {
-    /// Index folders or JSONL document sets.
-    Index,
-    /// Hybrid search over a project's knowledge.
-    Search,
-    /// Record a learning.
-    Learn,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum InstructionsCommand {
     /// Print a project's (or the meta supervisor's) CLAUDE.md section, assembled from its layers.
     Render {
@@ -557,7 +549,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ports(PortsCommand::List { project }) => ports::list(&ctx, project).await,
         Command::Ports(PortsCommand::Audit) => ports::audit(&ctx).await,
         Command::Timing(command) => timing::run(&ctx, command).await,
-        Command::Knowledge(_) => not_implemented("knowledge"),
+        Command::Knowledge(cmd) => knowledge::run(&ctx, cmd).await,
         Command::Instructions(cmd) => instructions::run(&ctx, cmd).await,
         Command::Import(ImportCommand::Cloudflare { lock_timeout }) => {
             import::cloudflare(&ctx, lock_timeout).await

@@ -105,6 +105,11 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         leader_retry: Duration::from_secs(2),
     };
     let reconciler = tokio::spawn(reconcile::run(rt.clone(), loop_cfg, shutdown.clone()));
+    let knowledge = tokio::spawn(crate::serve::knowledge::keep_indexed(
+        rt.clone(),
+        Duration::from_millis(cfg.debounce_millis).max(Duration::from_millis(500)),
+        Duration::from_secs(cfg.resync_interval_secs.max(1)),
+    ));
     eprintln!(
         "supervisor serving on http://{bound} — /health, /metrics, /mcp/meta, /mcp/<project>{}{}",
         if args.no_auth {
@@ -140,6 +145,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await;
     shutdown.cancel();
     let _ = reconciler.await;
+    let _ = knowledge.await;
     eprintln!("supervisor stopped");
     Ok(ExitCode::SUCCESS)
 }

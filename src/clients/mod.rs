@@ -16,6 +16,7 @@
 //! - These clients know nothing of plans, desired state or the engine: they only speak the APIs.
 
 pub mod cloudflare;
+pub mod embeddings;
 pub mod http;
 
 pub use http::{ApiError, ApiMessage, HttpPolicy, RetryPolicy};

@@ -856,6 +856,7 @@ mod tests {
                 .collect(),
             secrets: RequiredSecrets::default(),
             checks: vec![],
+            knowledge: vec![],
             instructions: None,
             instructions_dir: None,
         }

@@ -1,7 +1,8 @@
-//! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`) and the
-//! reconcile loop that keeps reality converged.
+//! `supervisor serve`: the HTTP server (`/health`, `/metrics`, `/mcp/meta`, `/mcp/{project}`), the
+//! reconcile loop that keeps reality converged, and the task that keeps knowledge folders indexed.
 
 pub mod connections;
 pub mod guard;
 pub mod http;
+pub mod knowledge;
 pub mod reconcile;

@@ -124,6 +124,12 @@ fn project_node(p: &Project) -> Node {
             Node::FlowSeq(p.checks.iter().map(|s| flow_scalar(s)).collect()),
         ));
     }
+    if !p.knowledge.is_empty() {
+        m.push((
+            "knowledge".into(),
+            Node::FlowSeq(p.knowledge.iter().map(|s| flow_scalar(s)).collect()),
+        ));
+    }
     if let Some(i) = &p.instructions {
         m.push(("instructions".into(), text(i)));
     }
@@ -661,6 +667,7 @@ mod tests {
                 "- x".into(),
                 "a, b".into(),
             ],
+            knowledge: vec!["docs".into(), "src/api".into()],
             instructions: Some("  leading spaces\nsecond".into()),
             instructions_dir: None,
         };

@@ -362,6 +362,7 @@ mod tests {
             services: vec![svc("web", Some(3201))],
             secrets: RequiredSecrets::default(),
             checks: vec![],
+            knowledge: vec![],
             instructions: None,
             instructions_dir: None,
         };

@@ -139,6 +139,9 @@ pub struct Project {
     pub secrets: RequiredSecrets,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// Folders under `path` kept indexed for knowledge search (as written, without a trailing `/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knowledge: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<String>,
     /// A folder of `*.md` files that join the project's instruction layer (relative to `path`).

@@ -315,6 +315,11 @@ pub struct ProjectFile {
     /// Commands agents may ask the supervisor to run to verify work.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Folders (relative to `path`) that `serve` keeps indexed for knowledge search, e.g. [docs, src].
+    /// Each becomes a knowledge source of the project named after the folder.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub knowledge: Vec<Spanned<String>>,
     /// Free-form project instructions for agents (the project's CLAUDE.md layer).
     #[serde(default)]
     pub instructions: Option<String>,

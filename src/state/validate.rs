@@ -593,6 +593,64 @@ pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A knowledge folder as the supervisor uses it: trailing slashes and a leading `./` removed.
+pub(crate) fn knowledge_folder(raw: &str) -> String {
+    let t = raw.trim();
+    let t = t.strip_prefix("./").unwrap_or(t);
+    t.trim_end_matches('/').to_string()
+}
+
+/// Knowledge folders: relative to the project's path (which must be set), inside it, each once, and
+/// usable as a source name.
+fn check_knowledge(p: &ProjectFile, d: &mut FileDiags) {
+    let mut seen: Vec<String> = Vec::new();
+    for k in &p.knowledge {
+        let folder = knowledge_folder(&k.value);
+        let problem = if folder.is_empty() || folder == "." {
+            Some(format!("knowledge folder `{}` names no folder", k.value))
+        } else if Path::new(&folder).is_absolute() {
+            Some(format!(
+                "knowledge folder `{}` must be relative to the project's path",
+                k.value
+            ))
+        } else if Path::new(&folder)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            Some(format!(
+                "knowledge folder `{}` must stay inside the project's folder (no `..`)",
+                k.value
+            ))
+        } else if folder.len() > 64
+            || !folder
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        {
+            Some(format!(
+                "knowledge folder `{}` must be at most 64 letters, digits and . _ - / (it names the knowledge source)",
+                k.value
+            ))
+        } else if seen.contains(&folder) {
+            Some(format!("knowledge folder `{}` is listed twice", k.value))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => d.at(k.referenced, message, None),
+            None if p.path.is_none() => d.at(
+                k.referenced,
+                format!(
+                    "knowledge folder `{}` is relative to the project's path, which is not set",
+                    k.value
+                ),
+                Some("add `path:` with the project's working copy"),
+            ),
+            None => {}
+        }
+        seen.push(folder);
+    }
+}
+
 /// The project a file declares, without cross-file checks (hostnames normalised).
 pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
     Project {
@@ -614,6 +672,11 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
             required: p.secrets.required.iter().map(|r| r.value.clone()).collect(),
         },
         checks: p.checks.clone(),
+        knowledge: p
+            .knowledge
+            .iter()
+            .map(|k| knowledge_folder(&k.value))
+            .collect(),
         instructions: p.instructions.clone(),
         instructions_dir: p.instructions_dir.as_ref().map(|d| d.value.clone()),
     }
@@ -812,6 +875,7 @@ fn check_projects(
                 Some("set path:, or make instructions_dir absolute"),
             );
         }
+        check_knowledge(p, &mut d);
 
         if out.contains_key(name) {
             d.at(
@@ -959,6 +1023,40 @@ mod tests {
         assert!(longest <= 400, "a line of {longest} characters was printed");
         let json = serde_json::to_string(&diags).unwrap();
         assert!(json.len() < 4000, "{} bytes of JSON", json.len());
+    }
+
+    #[test]
+    fn knowledge_folders_are_relative_inside_and_unique() {
+        let ok = sources(
+            None,
+            &[(
+                "shop",
+                "name: shop\npath: /srv/shop\nknowledge: [docs/, ./src, docs/api]\n",
+            )],
+        );
+        let d = desired_from_sources(&ok).unwrap();
+        assert_eq!(d.projects["shop"].knowledge, ["docs", "src", "docs/api"]);
+        let bad = sources(
+            None,
+            &[
+                (
+                    "shop",
+                    "name: shop\npath: /srv/shop\nknowledge: [/etc, ../up, docs, docs/, \"a b\", \"\"]\n",
+                ),
+                ("blog", "name: blog\nknowledge: [docs]\n"),
+            ],
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                "state/projects/shop.yaml:3:13: knowledge folder `/etc` must be relative to the project's path",
+                "state/projects/shop.yaml:3:19: knowledge folder `../up` must stay inside the project's folder (no `..`)",
+                "state/projects/shop.yaml:3:32: knowledge folder `docs/` is listed twice",
+                "state/projects/shop.yaml:3:39: knowledge folder `a b` must be at most 64 letters, digits and . _ - / (it names the knowledge source)",
+                "state/projects/shop.yaml:3:46: knowledge folder `` names no folder",
+                "state/projects/blog.yaml:2:13: knowledge folder `docs` is relative to the project's path, which is not set",
+            ]
+        );
     }
 
     #[test]

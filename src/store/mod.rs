@@ -19,6 +19,7 @@
 //! never sees a secret in clear text: it stores and returns ciphertext only.
 
 pub mod checks;
+pub mod knowledge;
 mod portable;
 pub mod postgres;
 pub mod sqlite;
@@ -33,6 +34,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use knowledge::{
+    ChunkFilter, ChunkHit, ChunkRow, DocumentKind, DocumentRecord, KnowledgeRepo, NewChunk,
+    SourceSummary,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use timing::TimingRepo;
@@ -741,46 +746,6 @@ pub trait JournalRepo {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Knowledge
-
-#[derive(Debug, Clone)]
-pub struct NewChunk {
-    pub project: String,
-    pub source: String,
-    pub document: String,
-    pub chunk_index: i32,
-    pub heading: Option<String>,
-    pub content: String,
-    pub content_hash: String,
-    /// (model name, unit-length vector)
-    pub embedding: Option<(String, Vec<f32>)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChunkHit {
-    pub id: i64,
-    pub document: String,
-    pub chunk_index: i32,
-    /// Higher is better: BM25 / ts_rank for text search, cosine similarity for vectors.
-    pub score: f64,
-}
-
-#[async_trait]
-pub trait KnowledgeRepo {
-    /// Inserts or replaces the chunk at (project, source, document, chunk_index); returns its id.
-    async fn upsert_chunk(&self, chunk: &NewChunk) -> Result<i64>;
-    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>>;
-    /// Cosine similarity over vectors of `model` only.
-    async fn vector_search(
-        &self,
-        project: &str,
-        model: &str,
-        query: &[f32],
-        limit: i64,
-    ) -> Result<Vec<ChunkHit>>;
-}
-
-// ---------------------------------------------------------------------------------------------------
 // MCP bearer tokens (only hashes are stored)
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -816,25 +781,6 @@ fn read_counts(events: &[AccessEvent]) -> Vec<(&str, i64, DateTime<Utc>)> {
         }
     }
     counts.into_iter().map(|(p, (n, at))| (p, n, at)).collect()
-}
-
-impl ChunkHit {
-    fn from_row((id, document, chunk_index, score): (i64, String, i32, f64)) -> Self {
-        ChunkHit {
-            id,
-            document,
-            chunk_index,
-            score,
-        }
-    }
-}
-
-/// The words of a free-text query, safe to embed in FTS5 / tsquery syntax (letters and digits only).
-fn search_terms(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .take(64)
 }
 
 #[cfg(test)]

@@ -8,10 +8,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::portable::portable_repos;
-use super::{
-    AccessEvent, ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result,
-    Store, StoreError, redact_url,
-};
+use super::{AccessEvent, ApplyLock, Backend, DatabaseInfo, Result, Store, StoreError, redact_url};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -23,6 +20,8 @@ const LOCK_LEADER: i32 = 2;
 
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// Per-model vector indexes already ensured, pgvector's version (knowledge search).
+    pub(crate) knowledge: super::knowledge::PgKnowledgeState,
     options: PgConnectOptions,
     url_for_messages: String,
 }
@@ -54,6 +53,7 @@ impl PostgresStore {
             })?;
         Ok(PostgresStore {
             pool,
+            knowledge: Default::default(),
             options,
             url_for_messages,
         })
@@ -180,95 +180,5 @@ impl Store for PostgresStore {
 
     async fn try_lead(&self) -> Result<Option<ApplyLock>> {
         self.try_advisory(LOCK_LEADER).await
-    }
-}
-
-/// A user's words as a tsquery: every term sanitised, any term may match.
-fn tsquery(text: &str) -> Option<String> {
-    let terms: Vec<String> = super::search_terms(text).collect();
-    (!terms.is_empty()).then(|| terms.join(" | "))
-}
-
-#[async_trait]
-impl KnowledgeRepo for PostgresStore {
-    async fn upsert_chunk(&self, c: &NewChunk) -> Result<i64> {
-        let now = chrono::Utc::now();
-        let (model, dimension, embedding) = match &c.embedding {
-            Some((model, v)) => (
-                Some(model.as_str()),
-                Some(v.len() as i32),
-                Some(pgvector::Vector::from(v.clone())),
-            ),
-            None => (None, None, None),
-        };
-        sqlx::query_scalar(
-            "INSERT INTO knowledge_chunks (project, source, document, chunk_index, heading, content, content_hash,
-                                           model, dimension, embedding, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
-             ON CONFLICT (project, source, document, chunk_index) DO UPDATE SET
-                 heading = excluded.heading, content = excluded.content, content_hash = excluded.content_hash,
-                 model = excluded.model, dimension = excluded.dimension, embedding = excluded.embedding,
-                 updated_at = excluded.updated_at
-             RETURNING id",
-        )
-        .bind(&c.project)
-        .bind(&c.source)
-        .bind(&c.document)
-        .bind(c.chunk_index)
-        .bind(&c.heading)
-        .bind(&c.content)
-        .bind(&c.content_hash)
-        .bind(model)
-        .bind(dimension)
-        .bind(embedding)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::query("store a knowledge chunk"))
-    }
-
-    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>> {
-        let Some(q) = tsquery(query) else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
-            "SELECT id, document, chunk_index, ts_rank_cd(search_text, q)::float8 AS score
-             FROM knowledge_chunks, to_tsquery('english', $1) AS q
-             WHERE project = $2 AND search_text @@ q
-             ORDER BY score DESC, id LIMIT $3",
-        )
-        .bind(q)
-        .bind(project)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("search knowledge (full text)"))?;
-        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
-    }
-
-    async fn vector_search(
-        &self,
-        project: &str,
-        model: &str,
-        query: &[f32],
-        limit: i64,
-    ) -> Result<Vec<ChunkHit>> {
-        // The cast to the model's dimension lets the planner use that model's partial HNSW index.
-        let dimension = query.len();
-        let sql = format!(
-            "SELECT id, document, chunk_index, (1 - (embedding::vector({dimension}) <=> $1))::float8 AS score
-             FROM knowledge_chunks
-             WHERE project = $2 AND model = $3 AND dimension = {dimension}
-             ORDER BY embedding::vector({dimension}) <=> $1 LIMIT $4"
-        );
-        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(pgvector::Vector::from(query.to_vec()))
-            .bind(project)
-            .bind(model)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("search knowledge (vectors)"))?;
-        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
     }
 }

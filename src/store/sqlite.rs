@@ -10,10 +10,7 @@ use sqlx::sqlite::{
 };
 
 use super::portable::portable_repos;
-use super::{
-    AccessEvent, ApplyLock, Backend, ChunkHit, DatabaseInfo, KnowledgeRepo, NewChunk, Result,
-    Store, StoreError,
-};
+use super::{AccessEvent, ApplyLock, Backend, DatabaseInfo, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -252,99 +249,5 @@ impl Store for SqliteStore {
 
     async fn try_lead(&self) -> Result<Option<ApplyLock>> {
         Ok(self.try_lock_file("leader")?.map(ApplyLock::file))
-    }
-}
-
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// A user's words as an FTS5 query: every term quoted (no operator injection), any term may match.
-fn fts5_query(text: &str) -> Option<String> {
-    let terms: Vec<String> = super::search_terms(text)
-        .map(|t| format!("\"{t}\""))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" OR "))
-}
-
-#[async_trait]
-impl KnowledgeRepo for SqliteStore {
-    async fn upsert_chunk(&self, c: &NewChunk) -> Result<i64> {
-        let now = chrono::Utc::now();
-        let (model, dimension, embedding) = match &c.embedding {
-            Some((model, v)) => (
-                Some(model.as_str()),
-                Some(v.len() as i32),
-                Some(vector_bytes(v)),
-            ),
-            None => (None, None, None),
-        };
-        sqlx::query_scalar(
-            "INSERT INTO knowledge_chunks (project, source, document, chunk_index, heading, content, content_hash,
-                                           model, dimension, embedding, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
-             ON CONFLICT (project, source, document, chunk_index) DO UPDATE SET
-                 heading = excluded.heading, content = excluded.content, content_hash = excluded.content_hash,
-                 model = excluded.model, dimension = excluded.dimension, embedding = excluded.embedding,
-                 updated_at = excluded.updated_at
-             RETURNING id",
-        )
-        .bind(&c.project)
-        .bind(&c.source)
-        .bind(&c.document)
-        .bind(c.chunk_index)
-        .bind(&c.heading)
-        .bind(&c.content)
-        .bind(&c.content_hash)
-        .bind(model)
-        .bind(dimension)
-        .bind(embedding)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::query("store a knowledge chunk"))
-    }
-
-    async fn text_search(&self, project: &str, query: &str, limit: i64) -> Result<Vec<ChunkHit>> {
-        let Some(q) = fts5_query(query) else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
-            "SELECT c.id, c.document, c.chunk_index, -bm25(knowledge_chunks_fts) AS score
-             FROM knowledge_chunks_fts JOIN knowledge_chunks c ON c.id = knowledge_chunks_fts.rowid
-             WHERE knowledge_chunks_fts MATCH $1 AND c.project = $2
-             ORDER BY bm25(knowledge_chunks_fts) LIMIT $3",
-        )
-        .bind(q)
-        .bind(project)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("search knowledge (full text)"))?;
-        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
-    }
-
-    async fn vector_search(
-        &self,
-        project: &str,
-        model: &str,
-        query: &[f32],
-        limit: i64,
-    ) -> Result<Vec<ChunkHit>> {
-        let rows: Vec<(i64, String, i32, f64)> = sqlx::query_as(
-            "SELECT id, document, chunk_index, 1.0 - vec_distance_cosine(embedding, $1) AS score
-             FROM knowledge_chunks
-             WHERE project = $2 AND model = $3 AND dimension = $4
-             ORDER BY score DESC LIMIT $5",
-        )
-        .bind(vector_bytes(query))
-        .bind(project)
-        .bind(model)
-        .bind(query.len() as i32)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("search knowledge (vectors)"))?;
-        Ok(rows.into_iter().map(ChunkHit::from_row).collect())
     }
 }

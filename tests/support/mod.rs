@@ -4,7 +4,9 @@
 
 pub mod db;
 pub mod fake_cloudflare;
+pub mod fake_embeddings;
 pub mod mcp;
+pub mod model;
 pub mod test_secrets;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ pub fn supervisor(cwd: &Path) -> Command {
         .env_remove("SUPERVISOR_STATE_DIR")
         .env_remove("LOG_LEVEL")
         .env_remove("LOG_FORMAT")
+        .env_remove("SUPERVISOR_MODEL_DIR")
         .env("NO_COLOR", "1");
     c
 }

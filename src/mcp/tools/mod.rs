@@ -11,6 +11,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use super::McpServer;
 
 mod checks;
+mod knowledge;
 mod plan;
 mod ports;
 mod secrets;
@@ -28,4 +29,5 @@ pub fn all() -> ToolRouter<McpServer> {
         + McpServer::ports_tools()
         + McpServer::secrets_tools()
         + McpServer::timing_tools()
+        + McpServer::knowledge_tools()
 }
