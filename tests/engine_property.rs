@@ -63,6 +63,7 @@ fn desired(shape: &Shape) -> Desired {
                 secrets: RequiredSecrets::default(),
                 checks: vec![],
                 instructions: None,
+                api_keys: vec![],
             },
         );
     }
@@ -92,6 +93,7 @@ fn desired(shape: &Shape) -> Desired {
         gcloud: None,
         vms: vec![],
         projects,
+        warnings: vec![],
     }
 }
 

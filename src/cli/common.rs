@@ -15,10 +15,15 @@ use crate::store::{self, Store};
 /// Loads the desired state; on failure prints every diagnostic (text on stderr, or JSON on stdout)
 /// and returns the exit code to use.
 pub fn load_desired(ctx: &Context) -> Result<Desired, ExitCode> {
-    state::load(&ctx.settings.state_dir).map_err(|diags| {
+    let desired = state::load(&ctx.settings.state_dir).map_err(|diags| {
         print_diagnostics(ctx, &diags);
         ExitCode::from(1)
-    })
+    })?;
+    // Warnings (deprecated keys) go to stderr in both modes: stdout stays one JSON document.
+    for w in &desired.warnings {
+        eprintln!("{w}");
+    }
+    Ok(desired)
 }
 
 pub fn print_diagnostics(ctx: &Context, diags: &Diagnostics) {

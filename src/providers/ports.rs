@@ -772,6 +772,7 @@ mod tests {
             gcloud: None,
             vms: vec![],
             projects: projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            warnings: vec![],
         }
     }
 
@@ -793,6 +794,7 @@ mod tests {
             secrets: RequiredSecrets::default(),
             checks: vec![],
             instructions: None,
+            api_keys: vec![],
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             secrets: RequiredSecrets::default(),
             checks: vec![],
             instructions: None,
+            api_keys: vec![],
         };
         let out = upsert_project(&state, &p, &rev).unwrap();
         assert_eq!(out.desired.projects["blog"].services[0].port, Some(3201));
