@@ -9,6 +9,7 @@ use serde_json::json;
 use super::Context;
 use crate::engine::Engine;
 use crate::providers::ProviderContext;
+use crate::secrets::{SecretSink, SecretSource};
 use crate::state::{self, Desired, Diagnostics};
 use crate::store::{self, Store};
 
@@ -60,15 +61,21 @@ pub async fn provider_context(
     store: Arc<dyn Store>,
     adopt: &[String],
 ) -> ProviderContext {
-    let secrets: Option<Arc<dyn crate::secrets::SecretSource>> =
-        match vault(ctx, store.clone()).await {
-            Ok(v) => v.map(|v| v as Arc<dyn crate::secrets::SecretSource>),
-            // A broken key only matters to providers that need a credential: they report it (with
-            // why), everything else plans.
-            Err(e) => Some(Arc::new(KeyUnavailable(format!("{e:#}")))),
-        };
-    let mut pctx = ProviderContext::new(store);
-    pctx.secrets = secrets;
+    let mut pctx = ProviderContext::new(store.clone());
+    match vault(ctx, store).await {
+        Ok(Some(v)) => {
+            pctx.secrets = Some(v.clone() as Arc<dyn SecretSource>);
+            pctx.secret_sink = Some(v as Arc<dyn SecretSink>);
+        }
+        Ok(None) => {}
+        // A broken key only matters to providers that need a credential: they report it (with
+        // why), everything else plans.
+        Err(e) => {
+            let unavailable = Arc::new(KeyUnavailable(format!("{e:#}")));
+            pctx.secrets = Some(unavailable.clone() as Arc<dyn SecretSource>);
+            pctx.secret_sink = Some(unavailable as Arc<dyn SecretSink>);
+        }
+    }
     pctx.adopt = adopt.to_vec();
     pctx.actor = cli_actor();
     pctx
@@ -95,6 +102,45 @@ impl crate::secrets::SecretSource for KeyUnavailable {
             path: path.to_string(),
             reason: format!("the encryption key cannot be used: {}", self.0),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::secrets::SecretSink for KeyUnavailable {
+    async fn write_secret(
+        &self,
+        path: &str,
+        _value: &secrecy::SecretString,
+        _description: &str,
+        _actor: &str,
+    ) -> Result<(), crate::secrets::SecretSinkError> {
+        Err(self.sink_error(path, "store"))
+    }
+
+    async fn delete_secret(
+        &self,
+        path: &str,
+        _actor: &str,
+    ) -> Result<bool, crate::secrets::SecretSinkError> {
+        Err(self.sink_error(path, "delete"))
+    }
+
+    async fn secret_exists(
+        &self,
+        path: &str,
+        _actor: &str,
+    ) -> Result<bool, crate::secrets::SecretSinkError> {
+        Err(self.sink_error(path, "look up"))
+    }
+}
+
+impl KeyUnavailable {
+    fn sink_error(&self, path: &str, action: &'static str) -> crate::secrets::SecretSinkError {
+        crate::secrets::SecretSinkError {
+            path: path.to_string(),
+            action,
+            reason: format!("the encryption key cannot be used: {}", self.0),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ pub mod tunnel;
 use std::sync::Arc;
 
 use crate::engine::{Provider, ProviderError};
-use crate::secrets::SecretSource;
+use crate::secrets::{SecretSink, SecretSource};
 use crate::state::Desired;
 use crate::store::{DEFAULT_HOST, Store};
 
@@ -26,6 +26,9 @@ pub struct ProviderContext {
     /// Credentials by vault path; `None` when no encryption key is configured (providers that need a
     /// credential then fail to build with an error saying so).
     pub secrets: Option<Arc<dyn SecretSource>>,
+    /// Where providers store secrets they create (API key strings), by vault path; `None` when no
+    /// encryption key is configured.
+    pub secret_sink: Option<Arc<dyn SecretSink>>,
     /// Hostnames whose existing, unmanaged DNS records may be adopted (`apply --adopt HOST`).
     pub adopt: Vec<String>,
     /// Who reads the credentials (`cli:<user>`, `serve`), for the secret access log.
@@ -37,6 +40,7 @@ impl ProviderContext {
         ProviderContext {
             store,
             secrets: None,
+            secret_sink: None,
             adopt: Vec::new(),
             actor: "supervisor".into(),
         }

@@ -12,8 +12,8 @@ use tokio::sync::{Notify, RwLock};
 use crate::config::Settings;
 use crate::engine::{ApplyOptions, Engine, EngineError, Plan, Scope, Summary};
 use crate::providers::{ProviderContext, for_desired};
-use crate::secrets::SecretSource;
 use crate::secrets::vault::Vault;
+use crate::secrets::{SecretSink, SecretSource};
 use crate::state::{self, Desired};
 use crate::store::Store;
 
@@ -157,6 +157,7 @@ impl Runtime {
         let ctx = ProviderContext {
             store: self.store.clone(),
             secrets: self.vault.clone().map(|v| v as Arc<dyn SecretSource>),
+            secret_sink: self.vault.clone().map(|v| v as Arc<dyn SecretSink>),
             adopt: Vec::new(),
             actor: actor.to_string(),
         };
