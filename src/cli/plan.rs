@@ -268,6 +268,13 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("{}: failed: {error}", change.address);
                 }
             }
+            ApplyEvent::Step { change, step, elapsed } => {
+                if json_mode {
+                    emit(ctx, json!({"type": "apply_progress", "address": change.address, "step": step.name, "detail": step.detail, "elapsed_ms": elapsed.as_millis() as u64}));
+                } else {
+                    let _ = ctx.out.text(&format!("{}: [{:>4.0?}] {}: {}\n", change.address, elapsed, step.name, step.detail));
+                }
+            }
         })
         .await;
     lock.release().await;
