@@ -9,7 +9,7 @@ use serde_json::json;
 use super::common::{cli_actor, engine, load_desired, open_store};
 use super::output::Style;
 use super::{ApplyArgs, Context, PlanArgs};
-use crate::engine::{ApplyEvent, ApplyOptions, Engine, EngineError, Plan, Scope, render};
+use crate::engine::{ApplyOptions, Engine, EngineError, Plan, Scope, render};
 use crate::state::{Desired, edit::write_atomic, git_revision};
 
 fn check_project(desired: &Desired, scope: &Scope) -> Result<(), String> {
@@ -240,43 +240,8 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     }
 
     let json_mode = ctx.out.json;
-    let report = engine
-        .apply(&plan, &opts, |event| match event {
-            ApplyEvent::Started { change } => {
-                if json_mode {
-                    emit(ctx, json!({"type": "apply_start", "address": change.address, "action": change.action}));
-                } else {
-                    let _ = ctx.out.text(&format!("{}: {}\n", change.address, render::action_verb(change.action, false)));
-                }
-            }
-            ApplyEvent::Finished { change, elapsed } => {
-                if json_mode {
-                    emit(ctx, json!({"type": "apply_complete", "address": change.address, "action": change.action, "elapsed_ms": elapsed.as_millis() as u64}));
-                } else {
-                    let _ = ctx.out.text(&format!(
-                        "{}: {} after {:.0?}\n",
-                        change.address,
-                        render::action_verb(change.action, true),
-                        elapsed
-                    ));
-                }
-            }
-            ApplyEvent::Failed { change, error } => {
-                if json_mode {
-                    emit(ctx, json!({"type": "apply_errored", "address": change.address, "error": error}));
-                } else {
-                    eprintln!("{}: failed: {error}", change.address);
-                }
-            }
-            ApplyEvent::Step { change, step, elapsed } => {
-                if json_mode {
-                    emit(ctx, json!({"type": "apply_progress", "address": change.address, "step": step.name, "detail": step.detail, "elapsed_ms": elapsed.as_millis() as u64}));
-                } else {
-                    let _ = ctx.out.text(&format!("{}: [{:>4.0?}] {}: {}\n", change.address, elapsed, step.name, step.detail));
-                }
-            }
-        })
-        .await;
+    let mut progress = super::progress::ApplyProgress::new(ctx);
+    let report = engine.apply(&plan, &opts, |event| progress.on(event)).await;
     lock.release().await;
     let report = report?;
     if json_mode {

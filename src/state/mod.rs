@@ -367,16 +367,23 @@ pub fn configured_providers(dir: &Path) -> Vec<(&'static str, String)> {
             "not configured (no public hostnames are managed)".into(),
         ),
     });
+    let keys: usize = d.projects.values().map(|p| p.api_keys.len()).sum();
     out.push(match &d.gcloud {
         Some(g) => (
             "gcloud",
             format!(
-                "{} VMs, credentials from secret {}",
+                "{} VM{}, {} API key{}, credentials from secret {}",
                 d.vms.len(),
+                if d.vms.len() == 1 { "" } else { "s" },
+                keys,
+                if keys == 1 { "" } else { "s" },
                 g.credentials_secret
             ),
         ),
-        None => ("gcloud", "not configured (no VMs are managed)".into()),
+        None => (
+            "gcloud",
+            "not configured (no VMs or API keys are managed)".into(),
+        ),
     });
     out
 }
