@@ -620,22 +620,25 @@ impl Steps<'_> {
         }
     }
 
-    /// Waits for a zonal operation; `Err` with the typed error.
+    /// Records the `wait` step, then waits for a zonal operation: the outer `Err` is a failure to
+    /// record, the inner one the operation's (typed) error.
     async fn wait(
         &mut self,
         op: crate::clients::google::compute::Operation,
         doing: &str,
-    ) -> Result<(), GoogleError> {
-        self.run.step(
-            &self.address,
+    ) -> Result<Result<(), GoogleError>, ProviderError> {
+        self.step(
             "wait",
             format!("waiting for {doing} (operation {})", op.name),
-        );
+        )
+        .await?;
         let i = self.instance.clone();
         let policy = self.cloud().compute_wait;
-        wait_zone_operation(&self.cloud().compute, &i.gcp_project, &i.zone, op, policy)
-            .await
-            .map(|_| ())
+        Ok(
+            wait_zone_operation(&self.cloud().compute, &i.gcp_project, &i.zone, op, policy)
+                .await
+                .map(|_| ()),
+        )
     }
 
     /// Takes steps until the instance has `target_type` and is running (or stopped) as asked.
@@ -691,7 +694,7 @@ impl Steps<'_> {
                         .await
                         .map_err(|e| google_error(format!("{addr}: stop"), e))?;
                     self.wait(op, "the stop")
-                        .await
+                        .await?
                         .map_err(|e| google_error(format!("{addr}: stop"), e))?;
                     self.settle(&[status::TERMINATED, status::STOPPED], "TERMINATED")
                         .await?;
@@ -713,7 +716,7 @@ impl Steps<'_> {
                         .await
                         .map_err(|e| google_error(format!("{addr}: setMachineType"), e))?;
                     self.wait(op, "the machine type change")
-                        .await
+                        .await?
                         .map_err(|e| google_error(format!("{addr}: setMachineType"), e))?;
                 }
                 status::TERMINATED | status::STOPPED => {
@@ -726,7 +729,7 @@ impl Steps<'_> {
                         .start(&i.gcp_project, &i.zone, &i.name, &rid)
                         .await
                         .map_err(|e| google_error(format!("{addr}: start"), e))?;
-                    match self.wait(op, "the start").await {
+                    match self.wait(op, "the start").await? {
                         Ok(()) => {}
                         Err(GoogleError::Operation(oe)) if oe.is_capacity_or_quota() => {
                             return Err(Failure::Capacity(GoogleError::Operation(oe)));
