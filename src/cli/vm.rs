@@ -97,8 +97,9 @@ fn info_text(i: &VmInfo) -> String {
 fn usage_text(u: &UsageReport) -> String {
     match (u.average_percent, u.max_percent, u.current_percent) {
         (Some(a), Some(m), Some(c)) if u.reported => format!(
-            "average {a:.1} %, max {m:.1} %, current {c:.1} % ({} samples)",
-            u.samples
+            "average {a:.1} %, max {m:.1} %, current {c:.1} % ({} sample{})",
+            u.samples,
+            if u.samples == 1 { "" } else { "s" }
         ),
         _ => u.note.clone().unwrap_or_else(|| "not reported".into()),
     }

@@ -55,6 +55,9 @@ pub const NAME: &str = "vm";
 /// How many steps one apply may take before giving up (a resize needs at most five).
 const MAX_STEPS: usize = 12;
 
+/// `instances.get` calls in flight at once while observing.
+pub const OBSERVE_CONCURRENCY: usize = 8;
+
 pub fn address(name: &str) -> String {
     format!("{NAME}/{name}")
 }
@@ -405,22 +408,14 @@ impl VmProvider {
         Ok(())
     }
 
-    /// Observes the declared VMs (one `instances.get` each) and the inventory.
+    /// Observes the declared VMs (one `instances.get` each, [`OBSERVE_CONCURRENCY`] at a time) and
+    /// the inventory.
     pub async fn observe(&self, desired: &Desired) -> Result<Vec<ObservedVm>, ProviderError> {
         let mut records = self.records().await?;
+        let states = self.read_instances(&desired.vms).await?;
         let mut out = Vec::new();
-        for vm in &desired.vms {
+        for (vm, state) in desired.vms.iter().zip(states) {
             let addr = address(&vm.name);
-            let state = match self
-                .cloud
-                .compute
-                .get_instance(&vm.gcp_project, &vm.zone, &vm.name)
-                .await
-            {
-                Ok(i) => Some(InstanceState::of(&i)),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(google_error(format!("{addr}: reading the instance"), e)),
-            };
             let mut record = records.remove(&addr);
             // A resize record with nothing left to do (finished by hand, or a crash right after the
             // last step) is bookkeeping only: drop it so it never restarts a VM later.
@@ -441,6 +436,46 @@ impl VmProvider {
             });
         }
         Ok(out)
+    }
+
+    /// `instances.get` for each VM, in the order given; `None` for a VM that does not exist.
+    async fn read_instances(
+        &self,
+        vms: &[Vm],
+    ) -> Result<Vec<Option<InstanceState>>, ProviderError> {
+        let mut results: Vec<Option<Option<InstanceState>>> = vec![None; vms.len()];
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        while next < vms.len() || !tasks.is_empty() {
+            while next < vms.len() && tasks.len() < OBSERVE_CONCURRENCY {
+                let (cloud, vm, i) = (self.cloud.clone(), vms[next].clone(), next);
+                tasks.spawn(async move {
+                    let r = cloud
+                        .compute
+                        .get_instance(&vm.gcp_project, &vm.zone, &vm.name)
+                        .await;
+                    (i, vm.name, r)
+                });
+                next += 1;
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (i, name, r) = joined.map_err(|e| {
+                ProviderError::Failed(format!("{NAME}: reading an instance failed: {e}"))
+            })?;
+            results[i] = Some(match r {
+                Ok(inst) => Some(InstanceState::of(&inst)),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    return Err(google_error(
+                        format!("{}: reading the instance", address(&name)),
+                        e,
+                    ));
+                }
+            });
+        }
+        Ok(results.into_iter().map(Option::flatten).collect())
     }
 
     async fn carry_out(&self, change: &Change, run: &RunContext) -> Result<(), ProviderError> {

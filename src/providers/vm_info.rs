@@ -348,10 +348,12 @@ pub async fn vm_health(
                 .map_err(|e| google_error(format!("{addr}: reading {what}"), e))
         }
     };
-    let cpu = read(query(CPU_METRIC, ""), "CPU utilisation").await?;
     let used = " AND metric.labels.state = \"used\"";
-    let memory = read(query(MEMORY_METRIC, used), "memory use").await?;
-    let disk = read(query(DISK_METRIC, used), "disk use").await?;
+    let (cpu, memory, disk) = tokio::try_join!(
+        read(query(CPU_METRIC, ""), "CPU utilisation"),
+        read(query(MEMORY_METRIC, used), "memory use"),
+        read(query(DISK_METRIC, used), "disk use"),
+    )?;
     Ok(VmHealth {
         name: vm.name.clone(),
         status: i.status.clone(),

@@ -53,6 +53,8 @@ pub struct FakeConfig {
     pub token_lifetime_secs: u64,
     /// Time series per `timeSeries.list` page.
     pub series_page_size: usize,
+    /// Added to every request before it is handled (a network round trip, for benchmarks).
+    pub latency: Duration,
 }
 
 impl Default for FakeConfig {
@@ -65,6 +67,7 @@ impl Default for FakeConfig {
             wait_max: Duration::from_secs(10),
             token_lifetime_secs: 3599,
             series_page_size: 1000,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -683,7 +686,7 @@ async fn process(
 ) -> Response {
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or("").to_string();
-    let (index, fault) = {
+    let (index, fault, latency) = {
         let mut st = state.lock().expect("fake state lock");
         st.log.push(LoggedRequest {
             method: method.clone(),
@@ -705,8 +708,11 @@ async fn process(
                 }
                 kind
             });
-        (index, fault)
+        (index, fault, st.config.latency)
     };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let response = match fault {
         Some(FaultKind::Status(code)) => injected(code),
         Some(FaultKind::RateLimited { retry_after_secs }) => {
