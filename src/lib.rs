@@ -9,8 +9,13 @@ pub mod config;
 pub mod engine;
 pub mod logging;
 pub mod mcp;
+pub mod ops;
 pub mod providers;
 pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod store;
+
+/// The `format_version` of every JSON document the supervisor prints or saves (`plan --json`, saved plans,
+/// `status --json`, every command's `--json`): always this string. `docs/json-output.md` documents it.
+pub const FORMAT_VERSION: &str = "1";

@@ -41,7 +41,7 @@ fn doctor_on_the_embedded_default_needs_no_configuration() {
     let dir = tempfile::tempdir().unwrap();
     copy_example_state(dir.path());
     let report = doctor_json(dir.path(), None);
-    assert_eq!(report["format_version"], 1);
+    assert_eq!(report["format_version"], "1");
     assert_eq!(report["ok"], true);
     assert_eq!(report["database"]["backend"], "sqlite");
     assert!(

@@ -40,6 +40,7 @@ cli_conformance!(
     cli_local_mode_plan_shows_sections_and_the_file_diff,
     cli_import_cloudflare_reports_and_changes_nothing,
     cli_environment_url_wins_over_supervisor_yaml,
+    cli_status_calls_a_resource_blocked_by_someone_elses_record_blocked,
 );
 
 /// A fixed test key (64 hex characters) for the vault.
@@ -630,14 +631,10 @@ async fn removing_a_hostname_removes_both_and_never_touches_unmanaged_objects(ws
     assert_eq!(config["warp-routing"], json!({"enabled": true}));
     assert!(cf.records().iter().all(|r| r.name != "web.example.com"));
 
-    // Everything goes: only our objects are deleted (all of them, so this needs --force).
+    // Everything goes: only our objects are deleted. Removing the last hostname of a small setup is
+    // an ordinary edit (the mass-delete guard starts at 10 managed objects of a kind).
     cf.project("shop", 3100, &[("api", None), ("web", None)]);
-    let refused = cf.apply_with(&[], false).await;
-    assert!(
-        matches!(refused, Err(EngineError::Unsafe(ref m)) if m.contains("deletes all 1 managed tunnel objects")),
-        "{refused:?}"
-    );
-    let (_, report) = cf.apply_with(&[], true).await.unwrap();
+    let (_, report) = cf.apply_with(&[], false).await.unwrap();
     assert_eq!(report.failed, None);
     let mut left = cf.records();
     left.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1560,4 +1557,72 @@ async fn cli_environment_url_wins_over_supervisor_yaml(ws: Workspace) {
         support::stdout(&out)
     );
     assert_eq!(cf.fake.count(Method::GET, "/zones"), 1);
+}
+
+/// `status` never reports a resource the plan has an error about as in sync: an unmanaged record at the
+/// wanted name, or a managed CNAME replaced by someone else's record, is `blocked`, and `status` exits 1.
+async fn cli_status_calls_a_resource_blocked_by_someone_elses_record_blocked(ws: Workspace) {
+    let cf = Cf::remote(ws).await;
+    cf.store_token().await;
+    let status_of = |out: &std::process::Output, address: &str| -> (Value, Value) {
+        let report: Value = serde_json::from_str(&support::stdout(out)).unwrap();
+        let line = report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == address)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {address} in {report:#}"));
+        (line, report)
+    };
+
+    // Someone else's record holds the hostname: apply fails, status says blocked.
+    cf.project("shop", 3100, &[("api", Some("taken.example.com"))]);
+    cf.seed(json!({"type": "A", "name": "taken.example.com", "content": "192.0.2.7", "ttl": 1}));
+    let out = cf.cli(&["apply", "--auto-approve"], None).await;
+    expect_code(&out, 1);
+    let out = cf.cli(&["status"], None).await;
+    expect_code(&out, 1);
+    let text = support::stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("dns/taken.example.com"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("blocked") && line.contains("not managed by supervisor"),
+        "{text}"
+    );
+    let out = cf.cli(&["status", "--json"], None).await;
+    expect_code(&out, 1);
+    let (line, report) = status_of(&out, "dns/taken.example.com");
+    assert_eq!(line["status"], "blocked", "{report:#}");
+    assert_eq!(report["problems"], true);
+
+    // A hostname of our own, applied: in sync, exit 0.
+    cf.project("shop", 3100, &[("api", Some("api.example.com"))]);
+    let out = cf.cli(&["apply", "--auto-approve", "--force"], None).await;
+    expect_code(&out, 0);
+    let out = cf.cli(&["status", "--json"], None).await;
+    expect_code(&out, 0);
+    assert_eq!(
+        status_of(&out, "dns/api.example.com").0["status"],
+        "in_sync"
+    );
+
+    // Someone replaces our CNAME with their own record: blocked again, never "in sync".
+    let ours = cf.record("api.example.com").id;
+    let client = cf.client();
+    client.delete_dns_record(&cf.zone, &ours).await.unwrap();
+    cf.seed(json!({"type": "A", "name": "api.example.com", "content": "192.0.2.8", "ttl": 1}));
+    let out = cf.cli(&["status", "--json"], None).await;
+    expect_code(&out, 1);
+    let (line, report) = status_of(&out, "dns/api.example.com");
+    assert_eq!(line["status"], "blocked", "{report:#}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("not managed by supervisor"),
+        "{line}"
+    );
 }

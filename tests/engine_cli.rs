@@ -10,7 +10,7 @@ use support::{Workspace, expect_code, stderr, stdout};
 cli_conformance!(
     init_plan_apply_converges_and_an_edit_shows_exactly_that_change,
     removing_a_service_frees_its_port_and_prevent_destroy_refuses,
-    deleting_everything_needs_force,
+    mass_deletes_need_force_only_from_ten_objects,
     saved_plans_apply_and_stale_ones_are_refused,
     apply_refuses_without_a_terminal_or_auto_approve,
     invalid_state_changes_nothing,
@@ -18,6 +18,9 @@ cli_conformance!(
     a_held_lock_makes_apply_wait_then_fail_clearly,
     status_reports_in_sync_and_pending,
     project_and_only_filters,
+    a_pin_onto_another_projects_block_is_refused_and_changes_no_row,
+    a_scoped_plan_that_needs_an_out_of_scope_move_is_refused,
+    moving_a_port_is_disruptive,
 );
 
 const NOTES: &str = "name: notes\nservices:\n  - name: app\n  - name: search\n";
@@ -125,14 +128,34 @@ async fn removing_a_service_frees_its_port_and_prevent_destroy_refuses(ws: Works
     ws.ok(&["apply", "--auto-approve"], 0);
 }
 
-async fn deleting_everything_needs_force(ws: Workspace) {
+/// octoDNS's rule: the mass-delete guard applies only to kinds with at least 10 managed objects.
+async fn mass_deletes_need_force_only_from_ten_objects(ws: Workspace) {
+    // A small setup: removing everything is an ordinary edit.
     ws.write("state/projects/notes.yaml", NOTES);
     ws.ok(&["apply", "--auto-approve"], 0);
     ws.remove("state/projects/notes.yaml");
+    let applied = ws.ok(&["apply", "--auto-approve"], 0);
+    assert!(
+        applied.contains("Apply complete! Resources: 0 added, 0 changed, 3 destroyed."),
+        "{applied}"
+    );
+
+    // Ten managed ports objects (a block and nine services): deleting four of them needs --force.
+    let services: String = (1..=9).map(|i| format!("  - name: s{i}\n")).collect();
+    ws.write(
+        "state/projects/big.yaml",
+        &format!("name: big\nservices:\n{services}"),
+    );
+    ws.ok(&["apply", "--auto-approve"], 0);
+    let kept: String = (1..=5).map(|i| format!("  - name: s{i}\n")).collect();
+    ws.write(
+        "state/projects/big.yaml",
+        &format!("name: big\nservices:\n{kept}"),
+    );
     let out = ws.run(&["apply", "--auto-approve"]);
     expect_code(&out, 1);
     assert!(
-        stderr(&out).contains("deletes all 3 managed ports objects")
+        stderr(&out).contains("deletes 4 of 10 managed ports objects (40 % > 30 %)")
             && stderr(&out).contains("--force"),
         "{}",
         stderr(&out)
@@ -141,7 +164,7 @@ async fn deleting_everything_needs_force(ws: Workspace) {
         ws.ok(&["ports", "list", "--json"], 0)
             .matches("\"service\"")
             .count(),
-        2,
+        9,
         "nothing deleted"
     );
     ws.ok(&["apply", "--auto-approve", "--force"], 0);
@@ -347,4 +370,172 @@ async fn project_and_only_filters(ws: Workspace) {
     let out = ws.run(&["plan", "--project", "nope"]);
     expect_code(&out, 1);
     assert!(stderr(&out).contains("no project `nope`"));
+}
+
+fn blocks(ws: &Workspace) -> Vec<(String, i64)> {
+    let list: Value = serde_json::from_str(&ws.ok(&["ports", "list", "--json"], 0)).unwrap();
+    list["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["project"].as_str().unwrap().to_string(),
+                b["start_port"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// (project/service, port), sorted by name.
+fn service_ports(ws: &Workspace) -> Vec<(String, i64)> {
+    let list: Value = serde_json::from_str(&ws.ok(&["ports", "list", "--json"], 0)).unwrap();
+    let mut ports: Vec<(String, i64)> = list["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p["project"].as_str().unwrap(),
+                    p["service"].as_str().unwrap()
+                ),
+                p["port"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// Issue 10, defects 4 and 5: a project pinning the block another project holds is a plan error naming
+/// the holder (the holder's ports never move), and a scoped apply of it fails before changing anything:
+/// no registry row is lost.
+async fn a_pin_onto_another_projects_block_is_refused_and_changes_no_row(ws: Workspace) {
+    ws.write(
+        "state/projects/consilio.yaml",
+        "name: consilio\nservices:\n  - name: api\n",
+    );
+    ws.write("state/projects/notes.yaml", NOTES);
+    ws.ok(&["apply", "--auto-approve"], 0);
+    let before = (blocks(&ws), service_ports(&ws));
+    assert_eq!(
+        before.0,
+        [("consilio".to_string(), 3000), ("notes".to_string(), 3100)]
+    );
+    ws.write(
+        "state/projects/consilio.yaml",
+        "name: consilio\nport_range: 3100\nservices:\n  - name: api\n",
+    );
+    for args in [
+        &["apply", "--auto-approve"][..],
+        &["apply", "--auto-approve", "--project", "consilio"][..],
+        &["apply", "--auto-approve", "--allow-disruptive", "--force"][..],
+    ] {
+        let out = ws.run(args);
+        expect_code(&out, 1);
+        assert!(
+            stdout(&out).contains(
+                "project `consilio` pins port_range 3100, but project `notes` holds the block 3100–3199"
+            ),
+            "{args:?}: {}",
+            stdout(&out)
+        );
+        assert!(!stdout(&out).contains("No changes"), "{}", stdout(&out));
+        assert_eq!(
+            (blocks(&ws), service_ports(&ws)),
+            before,
+            "{args:?} changed the registry"
+        );
+    }
+    // Once notes moves away, the pin applies (and moves consilio's port: disruptive).
+    ws.write(
+        "state/projects/notes.yaml",
+        "name: notes\nport_range: 3200\nservices:\n  - name: app\n  - name: search\n",
+    );
+    let out = ws.run(&["apply", "--auto-approve"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("--allow-disruptive"),
+        "{}",
+        stderr(&out)
+    );
+    ws.ok(&["apply", "--auto-approve", "--allow-disruptive"], 0);
+    ws.ok(&["apply", "--auto-approve", "--allow-disruptive"], 0);
+    assert_eq!(
+        blocks(&ws),
+        [("consilio".to_string(), 3100), ("notes".to_string(), 3200)]
+    );
+    ws.ok(&["plan", "--detailed-exitcode"], 0);
+}
+
+/// A pin onto a port another service of the project holds moves that service first; applying only the
+/// pinned service (`--only`) would collide, so the plan says so and nothing is applied.
+async fn a_scoped_plan_that_needs_an_out_of_scope_move_is_refused(ws: Workspace) {
+    ws.write("state/projects/notes.yaml", NOTES);
+    ws.ok(&["apply", "--auto-approve"], 0);
+    let before = service_ports(&ws);
+    assert_eq!(
+        before,
+        [
+            ("notes/app".to_string(), 3000),
+            ("notes/search".to_string(), 3001)
+        ]
+    );
+    ws.write(
+        "state/projects/notes.yaml",
+        "name: notes\nport_range: 3000\nservices:\n  - name: app\n  - name: search\n    port: 3000\n",
+    );
+    let out = ws.run(&[
+        "apply",
+        "--auto-approve",
+        "--allow-disruptive",
+        "--only",
+        "ports/notes/search",
+    ]);
+    expect_code(&out, 1);
+    assert!(
+        stdout(&out).contains(
+            "ports/notes/search needs ports/notes/app to be applied first, which is outside the plan's scope"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(service_ports(&ws), before);
+    ws.ok(&["apply", "--auto-approve", "--allow-disruptive"], 0);
+    assert_eq!(
+        service_ports(&ws),
+        [
+            ("notes/app".to_string(), 3002),
+            ("notes/search".to_string(), 3000)
+        ]
+    );
+}
+
+/// Moving a service's port breaks whatever listens there: the plan marks it disruptive and apply needs
+/// `--allow-disruptive` (or an interactive yes).
+async fn moving_a_port_is_disruptive(ws: Workspace) {
+    ws.write("state/projects/notes.yaml", NOTES);
+    ws.ok(&["apply", "--auto-approve"], 0);
+    ws.write(
+        "state/projects/notes.yaml",
+        "name: notes\nport_range: 3000\nservices:\n  - name: app\n    port: 3050\n  - name: search\n",
+    );
+    let plan = ws.ok(&["plan"], 0);
+    assert!(
+        plan.contains("ports/notes/app")
+            && plan.contains("port 3000 → 3050 (pinned)   (disruptive)"),
+        "{plan}"
+    );
+    let out = ws.run(&["apply", "--auto-approve"]);
+    expect_code(&out, 1);
+    assert!(
+        stderr(&out).contains("the plan has disruptive changes (ports/notes/app)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(service_ports(&ws)[0], ("notes/app".to_string(), 3000));
+    ws.ok(&["apply", "--auto-approve", "--allow-disruptive"], 0);
+    assert_eq!(service_ports(&ws)[0], ("notes/app".to_string(), 3050));
 }

@@ -221,7 +221,10 @@ async fn http_tools_resources_and_prompts_on_meta_and_project_endpoints(ws: Work
                 triple("beta", "db", 20100),
             ]
         );
-        assert_eq!(ports["shared"], json!([{"name": "redis", "port": 9079}]));
+        assert_eq!(
+            ports["shared"],
+            json!([{"host": "default", "name": "redis", "port": 9079}])
+        );
 
         let uris = names(&r[4], "resources", "uri");
         assert_eq!(
@@ -621,7 +624,10 @@ async fn a_project_endpoint_sees_and_edits_only_its_own_project(ws: Workspace) {
         ports_of(ports),
         [triple("alpha", "api", 20001), triple("alpha", "web", 20000)]
     );
-    assert_eq!(ports["blocks"], json!(["alpha: 20000–20099"]));
+    assert_eq!(
+        ports["blocks"],
+        json!([{"host": "default", "project": "alpha", "start_port": 20000, "end_port": 20099}])
+    );
     for i in [8, 9, 14] {
         op_err(&r[i]);
     }

@@ -194,7 +194,7 @@ fn round_trip_set_get_list_audit_delete(env: &Env) {
     assert_eq!(json["expired"], false);
 
     let list = env.list_json();
-    assert_eq!(list["format_version"], 1);
+    assert_eq!(list["format_version"], "1");
     let s = &list["secrets"][0];
     assert_eq!(s["path"], "project/shop/stripe_key");
     assert_eq!(s["scope"], "project");
@@ -986,7 +986,7 @@ fn scan_reports_file_line_kind_masked_and_exits_1() {
         .unwrap();
     expect_code(&out, 1);
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["format_version"], "1");
     assert_eq!(json["files_scanned"], 2);
     assert_eq!(
         json["findings"],

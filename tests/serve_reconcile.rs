@@ -14,6 +14,8 @@ cli_conformance!(
     auto_apply_allocates_an_edited_service_within_two_seconds,
     broken_yaml_is_reported_and_the_last_good_state_stays_applied,
     killing_the_leader_hands_reconciliation_to_the_other_server,
+    a_follower_reflects_new_state_and_allocates_new_services,
+    a_project_endpoint_never_moves_another_projects_ports,
 );
 
 const NOTES: &str = "name: notes\nservices:\n  - name: app\n  - name: search\n";
@@ -196,4 +198,156 @@ async fn killing_the_leader_hands_reconciliation_to_the_other_server(ws: Workspa
     let (_, took) = found.expect("the surviving server did not reconcile within 10 s");
     eprintln!("took over and applied after {took:?}");
     assert_eq!(survivor.health().await["reconcile"]["leader"], true);
+}
+
+/// Issue 10, defect 3: a non-leader `serve` reloads `state/` too: its `/health` shows the new revision
+/// and a newly added project's endpoint answers within 2 s, and a new service asked for on the follower
+/// gets its port (the apply lock is shared, so whichever process takes it allocates).
+async fn a_follower_reflects_new_state_and_allocates_new_services(ws: Workspace) {
+    ws.write("state/projects/notes.yaml", NOTES);
+    let a = Server::start(&ws, &["--no-auth"]).await;
+    let b = Server::start(&ws, &["--no-auth"]).await;
+    let (a_leads, _) = eventually(Duration::from_secs(10), || async {
+        let (ha, hb) = (a.health().await, b.health().await);
+        match (
+            ha["reconcile"]["leader"].as_bool(),
+            hb["reconcile"]["leader"].as_bool(),
+        ) {
+            (Some(true), Some(false)) => Some(true),
+            (Some(false), Some(true)) => Some(false),
+            _ => None,
+        }
+    })
+    .await
+    .expect("exactly one server leads");
+    let follower = if a_leads { &b } else { &a };
+    let before = follower.revision().await;
+
+    ws.write(
+        "state/projects/fresh.yaml",
+        "name: fresh\nservices:\n  - name: web\n",
+    );
+    let (_, took) = eventually(Duration::from_secs(2), || async {
+        let h = follower.health().await;
+        (h["desired"]["revision"].as_str() != Some(before.as_str())
+            && h["desired"]["projects"] == 2)
+            .then_some(())
+    })
+    .await
+    .expect("the follower did not pick up the new project within 2 s");
+    eprintln!("the follower reloaded after {took:?}");
+
+    let client = McpClient::connect(&follower.url("/mcp/fresh"), None).await;
+    let got = client
+        .call("get_port", json!({"service": "worker"}))
+        .await
+        .expect("get_port on the follower");
+    assert_eq!(got["project"], "fresh");
+    assert_eq!(got["allocated_now"], true);
+    let port = got["port"].as_i64().unwrap();
+    assert!((3000..3300).contains(&port), "{got}");
+    // The service was declared in state/ and both servers answer with the same port.
+    let leader = if a_leads { &a } else { &b };
+    let on_leader = McpClient::connect(&leader.url("/mcp/fresh"), None).await;
+    let again = on_leader
+        .call("get_port", json!({"service": "worker", "allocate": false}))
+        .await
+        .expect("the leader sees the follower's allocation");
+    assert_eq!(again["port"], port);
+    let text = std::fs::read_to_string(ws.state().join("projects/fresh.yaml")).unwrap();
+    assert!(text.contains("name: worker"), "{text}");
+}
+
+/// Issue 10, defect 4: on `/mcp/consilio`, pinning the block `notes` holds is accepted as an edit but
+/// is a plan error naming the holder, so auto-apply moves nothing of `notes`; moving one of consilio's
+/// own ports is disruptive and waits for a human.
+async fn a_project_endpoint_never_moves_another_projects_ports(ws: Workspace) {
+    ws.write(
+        "state/projects/consilio.yaml",
+        "name: consilio\nservices:\n  - name: api\n",
+    );
+    ws.write("state/projects/notes.yaml", NOTES);
+    let server = Server::start(&ws, SERVE).await;
+    let meta = McpClient::connect(&server.url("/mcp/meta"), None).await;
+    eventually(Duration::from_secs(10), || async {
+        (ports(&meta).await.len() == 3).then_some(())
+    })
+    .await
+    .expect("first reconcile");
+    let before = ports(&meta).await;
+    assert!(
+        before.contains(&("notes/app".to_string(), 3100)),
+        "{before:?}"
+    );
+
+    let consilio = McpClient::connect(&server.url("/mcp/consilio"), None).await;
+    let revision = server.revision().await;
+    let edited = consilio
+        .call(
+            "upsert_project",
+            json!({
+                "project": {"name": "consilio", "port_range": 3100, "services": [{"name": "api"}]},
+                "revision": revision,
+            }),
+        )
+        .await
+        .expect("the edit itself is valid");
+    let errors = edited["plan"]["errors"].to_string();
+    assert!(
+        errors.contains(
+            "project `consilio` pins port_range 3100, but project `notes` holds the block 3100–3199"
+        ),
+        "{edited:#}"
+    );
+    let status = eventually(Duration::from_secs(3), || async {
+        let h = server.health().await;
+        (h["reconcile"]["last_result"] == "blocked").then_some(h)
+    })
+    .await
+    .expect("the reconciler reports the plan as blocked")
+    .0;
+    assert!(
+        status["reconcile"]["waiting_for_human"]
+            .to_string()
+            .contains("holds the block"),
+        "{status:#}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ports(&meta).await, before, "nothing moved");
+    let project_status = consilio
+        .call("project_status", json!({}))
+        .await
+        .expect("project_status");
+    let line = project_status["status"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == "ports/consilio")
+        .cloned()
+        .unwrap();
+    assert_eq!(line["status"], "blocked", "{project_status:#}");
+
+    // A move of consilio's own port waits for a human under auto-apply.
+    let revision = server.revision().await;
+    consilio
+        .call(
+            "upsert_project",
+            json!({
+                "project": {"name": "consilio", "port_range": 3000, "services": [{"name": "api", "port": 3042}]},
+                "revision": revision,
+            }),
+        )
+        .await
+        .expect("edit");
+    eventually(Duration::from_secs(3), || async {
+        let h = server.health().await;
+        (h["reconcile"]["last_result"] == "waiting"
+            && h["reconcile"]["waiting_for_human"]
+                .to_string()
+                .contains("disruptive"))
+        .then_some(())
+    })
+    .await
+    .expect("the disruptive move waits for a human");
+    assert_eq!(ports(&meta).await, before, "nothing moved");
 }

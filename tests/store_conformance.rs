@@ -21,6 +21,7 @@ conformance!(
     import_inserts_all_or_nothing,
     sample_is_newest_first,
     port_blocks_never_overlap,
+    a_block_moves_in_one_statement_or_not_at_all,
     a_port_is_allocated_once_and_a_service_holds_one_port,
     concurrent_allocations_of_one_port_admit_exactly_one,
     allocations_move_and_are_released,
@@ -388,6 +389,25 @@ async fn port_blocks_never_overlap(db: &TestDb) {
             .ranges
             .is_empty()
     );
+}
+
+/// Issue 10, defect 5: moving a block onto one that is taken fails and leaves both rows as they were
+/// (it used to be a delete then an insert, and the failed insert lost the moved project's row).
+async fn a_block_moves_in_one_statement_or_not_at_all(db: &TestDb) {
+    let s = &db.store;
+    s.insert_port_range(&range("a", 3000)).await.unwrap();
+    s.insert_port_range(&range("b", 3100)).await.unwrap();
+    let err = s.move_port_range(&range("a", 3100)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let reg = s.port_registry(DEFAULT_HOST).await.unwrap();
+    assert_eq!(reg.ranges, vec![range("a", 3000), range("b", 3100)]);
+    assert!(s.move_port_range(&range("a", 3200)).await.unwrap());
+    assert!(
+        !s.move_port_range(&range("nobody", 3300)).await.unwrap(),
+        "no block to move"
+    );
+    let reg = s.port_registry(DEFAULT_HOST).await.unwrap();
+    assert_eq!(reg.ranges, vec![range("b", 3100), range("a", 3200)]);
 }
 
 async fn a_port_is_allocated_once_and_a_service_holds_one_port(db: &TestDb) {

@@ -10,6 +10,8 @@
 #     pre-release that carries the 2026-07-28 scenarios (server-stateless, http-header-validation,
 #     caching), each in its own $target_dir/mcp-conformance-<version>
 #                                 -> SUPERVISOR_TEST_CONFORMANCE, SUPERVISOR_TEST_CONFORMANCE_NEXT
+#   * Claude Code, npm `@anthropic-ai/claude-code` (a native binary; `claude mcp list` needs no API key),
+#     into $target_dir/claude-code  -> SUPERVISOR_TEST_CLAUDE
 #
 # Quiet when everything is already there; each install's output goes to a log that is printed, with the
 # command that failed, when it fails. Needs $target_dir, log() and test_venv() (scripts/test and
@@ -19,6 +21,7 @@ MCP_PYTHON_SDK_VERSION=${MCP_PYTHON_SDK_VERSION:-2.3.0}
 NODE22_PACKAGE_VERSION=${NODE22_PACKAGE_VERSION:-22.23.3}
 MCP_CONFORMANCE_VERSION=${MCP_CONFORMANCE_VERSION:-0.1.16}
 MCP_CONFORMANCE_NEXT_VERSION=${MCP_CONFORMANCE_NEXT_VERSION:-0.2.0-alpha.12}
+CLAUDE_CODE_VERSION=${CLAUDE_CODE_VERSION:-2.1.197}
 
 # _clients_run LOG DESCRIPTION COMMAND...: runs COMMAND with its output in LOG; on failure prints the
 # log and the command, and exits.
@@ -99,6 +102,14 @@ clients_install() {
     "$node" "$entry" list >"$dir.list.log" 2>&1 \
       || { log "the conformance suite $v does not run under $node:"; cat "$dir.list.log" >&2; exit 1; }
   done
+  # Claude Code, the client users register the supervisor with.
+  local claude_dir="$target_dir/claude-code"
+  _npm_install_pinned "$claude_dir" @anthropic-ai/claude-code "$CLAUDE_CODE_VERSION"
+  local claude="$claude_dir/node_modules/.bin/claude"
+  "$claude" --version >"$claude_dir.version.log" 2>&1 \
+    || { log "Claude Code does not run:"; cat "$claude_dir.version.log" >&2; exit 1; }
+  export SUPERVISOR_TEST_CLAUDE="$claude"
+
   export SUPERVISOR_TEST_CONFORMANCE="$target_dir/mcp-conformance-$MCP_CONFORMANCE_VERSION/node_modules/$pkg/dist/index.js"
   export SUPERVISOR_TEST_CONFORMANCE_NEXT="$target_dir/mcp-conformance-$MCP_CONFORMANCE_NEXT_VERSION/node_modules/$pkg/dist/index.js"
 }

@@ -30,7 +30,7 @@ struct Check {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    format_version: u32,
+    format_version: &'static str,
     ok: bool,
     state_dir: String,
     config_file: Option<String>,
@@ -167,7 +167,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let ok = checks.iter().all(|c| c.status != Status::Error);
     let report = Report {
-        format_version: 1,
+        format_version: crate::FORMAT_VERSION,
         ok,
         state_dir: s.state_dir.display().to_string(),
         config_file: s.config_path.as_ref().map(|p| p.display().to_string()),
@@ -292,8 +292,11 @@ fn shorten(paths: &[String]) -> String {
 /// 20 s). `None` when Cloudflare is not configured or the state is invalid.
 async fn cloudflare_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>) -> Option<Check> {
     let desired = crate::state::load(&ctx.settings.state_dir).ok()?;
-    let cf = desired.cloudflare.as_ref()?;
-    let pctx = super::common::provider_context(ctx, store, &[]).await;
+    let cf = desired.cloudflare.clone()?;
+    let vault = crate::ops::runtime::VaultState::load(&ctx.settings, &store);
+    let rt = crate::ops::Runtime::with_desired(ctx.settings.clone(), store, vault, desired, false);
+    let pctx = rt.provider_context(&super::common::cli_actor(), &[]);
+    let cf = &cf;
     let probe = async {
         let api = crate::providers::cloudflare::connect(cf, &pctx).await?;
         api.zone_id().await.map(|id| (id, api.base_url.clone()))
@@ -333,8 +336,11 @@ async fn cloudflare_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>
 /// is invalid.
 async fn gcloud_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>) -> Option<Check> {
     let desired = crate::state::load(&ctx.settings.state_dir).ok()?;
-    let g = desired.gcloud.as_ref()?;
-    let pctx = super::common::provider_context(ctx, store, &[]).await;
+    let g = desired.gcloud.clone()?;
+    let g = &g;
+    let vault = crate::ops::runtime::VaultState::load(&ctx.settings, &store);
+    let rt = crate::ops::Runtime::with_desired(ctx.settings.clone(), store, vault, desired, false);
+    let pctx = rt.provider_context(&super::common::cli_actor(), &[]);
     let path = g.credentials_secret.clone();
     let probe = async {
         let cloud = crate::providers::gcloud::connect(g, &pctx).await?;

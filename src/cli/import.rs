@@ -8,24 +8,26 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Context;
-use super::common::{load_desired, open_store, provider_context};
+use super::common::{cli_actor, runtime};
 use crate::providers::adoption::{ImportReport, import_cloudflare};
 
 pub async fn cloudflare(ctx: &Context, lock_timeout: u64) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let providers = provider_context(ctx, store.clone(), &[]).await;
+    let desired = rt.desired().await;
+    let providers = rt.provider_context(&cli_actor(), &[]);
     // It writes the inventory and state files: not while an apply runs.
-    let lock = store.lock_apply(Duration::from_secs(lock_timeout)).await?;
+    let lock = rt
+        .store
+        .lock_apply(Duration::from_secs(lock_timeout))
+        .await?;
     let result = import_cloudflare(&desired, &providers).await;
     lock.release().await;
     let report = result?;
     if ctx.out.json {
-        ctx.out
-            .json(&json!({"format_version": "1", "import": report}))?;
+        ctx.out.json(&json!({"import": report}))?;
     } else {
         ctx.out.text(&text(&report))?;
     }

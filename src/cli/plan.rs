@@ -4,13 +4,15 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::json;
 
-use super::common::{cli_actor, engine, load_desired, open_store};
+use super::common::{cli_actor, runtime};
 use super::output::Style;
 use super::{ApplyArgs, Context, PlanArgs};
-use crate::engine::{ApplyOptions, Engine, EngineError, Plan, Scope, render};
-use crate::state::{Desired, edit::write_atomic, git_revision};
+use crate::engine::{ApplyEvent, Engine, EngineError, Plan, Scope, render};
+use crate::ops::{self, ApplyHooks, ApplyOutcome, ApplyRequest, Approval, OpsError, Refusal};
+use crate::state::{Desired, edit::write_atomic};
 
 fn check_project(desired: &Desired, scope: &Scope) -> Result<(), String> {
     match &scope.project {
@@ -72,10 +74,11 @@ fn paint_plan(ctx: &Context, text: &str) -> String {
 
 pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
+    let desired = rt.desired().await;
     let scope = Scope {
         project: args.project,
         only: args.only,
@@ -84,8 +87,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{msg}");
         return Ok(ExitCode::from(1));
     }
-    let store = open_store(ctx).await?;
-    let engine = engine(ctx, &desired, store, &[]).await?;
+    let engine = rt.engine(&desired, &cli_actor(), &[]).await?;
     let plan = engine.plan(&desired, &scope).await?;
     if let Some(path) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
@@ -122,23 +124,88 @@ fn read_saved_plan(path: &std::path::Path) -> Result<Plan, EngineError> {
         .map_err(|e| EngineError::BadPlanFile(format!("{}: {e}", path.display())))
 }
 
-/// Asks for "yes" on the terminal.
-fn confirm(question: &str) -> std::io::Result<bool> {
-    let mut err = std::io::stderr();
-    write!(
-        err,
-        "{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
-    )?;
-    err.flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim() == "yes")
+/// Asks for "yes" on the terminal (off the async worker threads).
+async fn confirm(question: String) -> Result<bool, OpsError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let mut err = std::io::stderr();
+        write!(
+            err,
+            "{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+        )?;
+        err.flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim() == "yes")
+    })
+    .await
+    .map_err(|e| OpsError::Internal(format!("the confirmation prompt failed: {e}")))?
+    .map_err(|e| OpsError::Internal(format!("cannot read the answer: {e}")))
 }
 
-fn emit(ctx: &Context, event: serde_json::Value) {
-    if ctx.out.json {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{event}");
+/// The CLI's face of the apply flow: prints the plan (text or a JSON event), asks on the terminal unless
+/// approved in advance, and reports each change as it goes.
+struct Terminal<'a> {
+    ctx: &'a Context,
+    started: Instant,
+    desired: &'a Desired,
+    /// `--auto-approve`, or a saved plan (approved when it was reviewed).
+    approved: bool,
+    interactive: bool,
+    allow_disruptive: bool,
+    /// Changes and their steps as they happen.
+    progress: super::progress::ApplyProgress<'a>,
+}
+
+#[async_trait]
+impl ApplyHooks for Terminal<'_> {
+    fn planned(&mut self, engine: &Engine, plan: &Plan) {
+        if self.ctx.out.json {
+            let _ = self
+                .ctx
+                .out
+                .json_line(&json!({"type": "plan", "plan": plan}));
+        } else {
+            let mut text = header(self.desired, engine, self.started.elapsed());
+            text.push_str(&paint_plan(self.ctx, &render::plan_text(plan)));
+            let _ = self.ctx.out.text(&text);
+        }
+    }
+
+    async fn approve(&mut self, plan: &Plan) -> Result<Approval, OpsError> {
+        if !self.approved {
+            if !self.interactive {
+                return Err(OpsError::Internal(
+                    "refusing to apply without confirmation: stdin is not a terminal; re-run with --auto-approve".into(),
+                ));
+            }
+            if !confirm("\nDo you want to perform these actions?".into()).await? {
+                return Ok(Approval {
+                    approved: false,
+                    allow_disruptive: false,
+                });
+            }
+        }
+        let mut allow_disruptive = self.allow_disruptive;
+        if !allow_disruptive
+            && plan.disruptive().next().is_some()
+            && self.interactive
+            && !self.approved
+        {
+            let list: Vec<&str> = plan.disruptive().map(|c| c.address.as_str()).collect();
+            allow_disruptive = confirm(format!(
+                "\nThese changes are disruptive (they interrupt running services): {}.\nProceed?",
+                list.join(", ")
+            ))
+            .await?;
+        }
+        Ok(Approval {
+            approved: true,
+            allow_disruptive,
+        })
+    }
+
+    fn progress(&mut self, event: ApplyEvent<'_>) {
+        self.progress.on(event);
     }
 }
 
@@ -148,10 +215,11 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(read_saved_plan(path)?),
         None => None,
     };
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
+    let desired = rt.desired().await;
     let scope = match &saved {
         Some(p) => p.scope.clone(),
         None => Scope {
@@ -163,116 +231,79 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{msg}");
         return Ok(ExitCode::from(1));
     }
-    let store = open_store(ctx).await?;
-    let engine = engine(ctx, &desired, store.clone(), &args.adopt).await?;
-
-    // Plan under the lock: nothing can change the registry between what we show and what we do.
-    let lock = store
-        .lock_apply(Duration::from_secs(args.lock_timeout))
-        .await?;
-    let interrupted = store.mark_interrupted_runs().await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            runs = interrupted,
-            "a previous apply was interrupted; re-planning from reality"
-        );
-    }
-    let plan = engine.plan(&desired, &scope).await?;
-    if let Some(saved) = &saved {
-        Engine::check_fresh(saved, &plan)?;
-    }
-
-    if ctx.out.json {
-        emit(ctx, json!({"type": "plan", "plan": plan}));
-    } else {
-        let mut text = header(&desired, &engine, started.elapsed());
-        text.push_str(&paint_plan(ctx, &render::plan_text(&plan)));
-        ctx.out.text(&text)?;
-    }
-    if !plan.errors.is_empty() {
-        lock.release().await;
-        return Ok(ExitCode::from(1));
-    }
-    if plan.is_empty() {
-        lock.release().await;
-        emit(
-            ctx,
-            json!({"type": "summary", "applied": 0, "summary": plan.summary}),
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let mut opts = ApplyOptions {
+    let mut hooks = Terminal {
+        ctx,
+        started,
+        desired: &desired,
+        approved: args.auto_approve || saved.is_some(),
+        interactive: std::io::stdin().is_terminal() && !ctx.out.json,
+        allow_disruptive: args.allow_disruptive,
+        progress: super::progress::ApplyProgress::new(ctx),
+    };
+    let request = ApplyRequest {
+        scope,
+        saved,
         force: args.force,
         allow_disruptive: args.allow_disruptive,
+        adopt: args.adopt.clone(),
         actor: cli_actor(),
-        git_revision: git_revision(&desired.dir),
-        stop: None,
+        lock_timeout: Duration::from_secs(args.lock_timeout),
     };
-    let interactive = std::io::stdin().is_terminal() && !ctx.out.json;
-    if saved.is_none() && !args.auto_approve {
-        if !interactive {
-            lock.release().await;
-            anyhow::bail!(
-                "refusing to apply without confirmation: stdin is not a terminal; re-run with --auto-approve"
-            );
-        }
-        if !confirm("\nDo you want to perform these actions?")? {
-            lock.release().await;
-            eprintln!("Apply cancelled.");
-            return Ok(ExitCode::from(1));
-        }
-    }
-    if !opts.allow_disruptive
-        && plan.disruptive().next().is_some()
-        && interactive
-        && !args.auto_approve
-    {
-        let list: Vec<&str> = plan.disruptive().map(|c| c.address.as_str()).collect();
-        opts.allow_disruptive = confirm(&format!(
-            "\nThese changes are disruptive (they interrupt running services): {}.\nProceed?",
-            list.join(", ")
-        ))?;
-    }
-    if let Err(e) = engine.check_safety(&plan, &opts) {
-        lock.release().await;
-        return Err(e.into());
-    }
-
+    let outcome = ops::apply(&rt, request, &mut hooks).await?;
     let json_mode = ctx.out.json;
-    let mut progress = super::progress::ApplyProgress::new(ctx);
-    let report = engine.apply(&plan, &opts, |event| progress.on(event)).await;
-    lock.release().await;
-    let report = report?;
-    if json_mode {
-        emit(
-            ctx,
-            json!({"type": "summary", "run_id": report.run_id, "applied": report.applied, "summary": plan.summary, "failed": report.failed}),
-        );
-    }
-    match &report.failed {
-        None => {
-            if !json_mode {
-                let s = plan.summary;
-                ctx.out.text(&ctx.out.paint(
-                    &format!(
-                        "\nApply complete! Resources: {} added, {} changed, {} destroyed.\n",
-                        s.add, s.change, s.destroy
-                    ),
-                    Style::Green,
-                ))?;
+    match outcome {
+        ApplyOutcome::NothingToDo { plan } => {
+            if json_mode {
+                ctx.out.json_line(
+                    &json!({"type": "summary", "applied": 0, "summary": plan.summary}),
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(msg) => {
-            if !json_mode {
-                eprintln!(
-                    "\nApply failed after {} of {} changes: {msg}\nThe journal records what was done; run `supervisor plan` to see what remains.",
-                    report.applied,
-                    plan.changes.len()
-                );
-            }
+        ApplyOutcome::Refused {
+            refusal: Refusal::PlanHasErrors(_),
+            ..
+        } => Ok(ExitCode::from(1)),
+        ApplyOutcome::Refused {
+            refusal: Refusal::Declined,
+            ..
+        } => {
+            eprintln!("Apply cancelled.");
             Ok(ExitCode::from(1))
+        }
+        ApplyOutcome::Refused {
+            refusal: Refusal::NeedsConsent(why),
+            ..
+        } => Err(anyhow::anyhow!(why)),
+        ApplyOutcome::Applied { plan, report } => {
+            if json_mode {
+                ctx.out.json_line(&json!({"type": "summary", "run_id": report.run_id, "applied": report.applied, "summary": plan.summary, "failed": report.failed}))?;
+            }
+            match &report.failed {
+                None => {
+                    if !json_mode {
+                        let s = plan.summary;
+                        ctx.out.text(&ctx.out.paint(
+                            &format!(
+                                "\nApply complete! Resources: {} added, {} changed, {} destroyed.\n",
+                                s.add, s.change, s.destroy
+                            ),
+                            Style::Green,
+                        ))?;
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(msg) => {
+                    if !json_mode {
+                        eprintln!(
+                            "\nApply failed after {} of {} changes: {msg}\nThe journal records what was done; run `supervisor plan` to see what remains.",
+                            report.applied,
+                            plan.changes.len()
+                        );
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
     }
 }

@@ -4,41 +4,28 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use super::Context;
-use super::common::{load_desired, open_store};
+use super::common::{load_desired, open_store, runtime};
 use super::output::Style;
+use crate::ops::Visibility;
 use crate::providers::{ports_audit, sockets};
 use crate::store::DEFAULT_HOST;
 
 pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let reg = store.port_registry(DEFAULT_HOST).await?;
-    let keep = |p: &str| project.as_deref().is_none_or(|want| want == p);
-    let ports = crate::providers::ports::port_lines(&desired, &reg, project.as_deref());
-    let blocks: Vec<_> = reg.ranges.iter().filter(|r| keep(&r.project)).collect();
-    let shared: Vec<_> = if project.is_some() {
-        Vec::new()
-    } else {
-        reg.shared.iter().collect()
-    };
+    let listing = crate::ops::ports::list_ports(&rt, &Visibility::All, project).await?;
     if ctx.out.json {
-        ctx.out.json(&serde_json::json!({
-            "format_version": "1",
-            "host": DEFAULT_HOST,
-            "blocks": blocks,
-            "ports": ports,
-            "shared": shared,
-        }))?;
+        ctx.out.json(&listing)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let (ports, shared, blocks) = (&listing.ports, &listing.shared, &listing.blocks);
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
         .set_header(vec!["PROJECT", "SERVICE", "PORT", "HOSTNAME"]);
-    for p in &ports {
+    for p in ports {
         table.add_row(vec![
             p.project.clone(),
             p.service.clone(),
@@ -46,7 +33,7 @@ pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<Exit
             p.hostname.clone().unwrap_or_default(),
         ]);
     }
-    for s in &shared {
+    for s in shared {
         table.add_row(vec![
             "(shared)".to_string(),
             s.name.clone(),

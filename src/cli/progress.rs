@@ -3,7 +3,7 @@
 //! per event.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,11 +17,6 @@ pub struct ApplyProgress<'a> {
     /// Spinners on stderr (a terminal, not JSON).
     spinners: bool,
     bars: HashMap<String, ProgressBar>,
-}
-
-fn emit(event: serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{event}");
 }
 
 impl<'a> ApplyProgress<'a> {
@@ -52,12 +47,17 @@ impl<'a> ApplyProgress<'a> {
         }
     }
 
+    /// One event as one JSON line (in the output envelope).
+    fn emit(&self, event: serde_json::Value) {
+        let _ = self.ctx.out.json_line(&event);
+    }
+
     pub fn on(&mut self, event: ApplyEvent<'_>) {
         let json = self.ctx.out.json;
         match event {
             ApplyEvent::Started { change } => {
                 if json {
-                    emit(
+                    self.emit(
                         json!({"type": "apply_start", "address": change.address, "action": change.action}),
                     );
                 } else {
@@ -74,7 +74,7 @@ impl<'a> ApplyProgress<'a> {
                 elapsed,
             } => {
                 if json {
-                    emit(json!({
+                    self.emit(json!({
                         "type": "apply_progress",
                         "address": change.address,
                         "step": step.name,
@@ -97,7 +97,7 @@ impl<'a> ApplyProgress<'a> {
             ApplyEvent::Finished { change, elapsed } => {
                 self.done(&change.address);
                 if json {
-                    emit(
+                    self.emit(
                         json!({"type": "apply_complete", "address": change.address, "action": change.action, "elapsed_ms": elapsed.as_millis() as u64}),
                     );
                 } else {
@@ -112,7 +112,7 @@ impl<'a> ApplyProgress<'a> {
             ApplyEvent::Failed { change, error } => {
                 self.done(&change.address);
                 if json {
-                    emit(
+                    self.emit(
                         json!({"type": "apply_errored", "address": change.address, "error": error}),
                     );
                 } else {

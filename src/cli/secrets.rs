@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
             drop(value);
             if ctx.out.json {
                 ctx.out.json(&serde_json::json!({
-                    "format_version": 1,
+                    "format_version": crate::FORMAT_VERSION,
                     "path": path.as_str(),
                     "result": written,
                 }))?;
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
             vault::delete(store.as_ref(), &path, &actor).await?;
             if ctx.out.json {
                 ctx.out.json(&serde_json::json!({
-                    "format_version": 1,
+                    "format_version": crate::FORMAT_VERSION,
                     "path": path.as_str(),
                     "result": "deleted",
                 }))?;
@@ -89,7 +89,7 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
             let report = vault.rotate_key(&new_key, &actor).await?;
             if ctx.out.json {
                 ctx.out.json(&serde_json::json!({
-                    "format_version": 1,
+                    "format_version": crate::FORMAT_VERSION,
                     "rotated": report.rotated,
                     "from_version": report.from_version,
                     "to_version": report.to_version,
@@ -123,7 +123,7 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitC
             let report = vault.import_legacy(&secrets, &legacy_key, &actor).await?;
             if ctx.out.json {
                 ctx.out.json(&serde_json::json!({
-                    "format_version": 1,
+                    "format_version": crate::FORMAT_VERSION,
                     "source": store::redact_url(&from),
                     "found": secrets.len(),
                     "imported": report.imported,
@@ -180,7 +180,7 @@ async fn get(ctx: &Context, path: &str, key: &KeyArgs, actor: &Actor) -> anyhow:
     if ctx.out.json {
         #[derive(Serialize)]
         struct Json<'a> {
-            format_version: u32,
+            format_version: &'static str,
             path: &'a str,
             value: &'a str,
             expires_at: Option<DateTime<Utc>>,
@@ -189,7 +189,7 @@ async fn get(ctx: &Context, path: &str, key: &KeyArgs, actor: &Actor) -> anyhow:
         }
         // Serialised straight into zeroizing memory: no copy of the value outlives the print.
         let mut text = Zeroizing::new(serde_json::to_string_pretty(&Json {
-            format_version: 1,
+            format_version: crate::FORMAT_VERSION,
             path: path.as_str(),
             value: revealed.value.expose(),
             expires_at: revealed.expires_at,
@@ -267,27 +267,7 @@ async fn read_value(file: Option<&Path>) -> anyhow::Result<SecretValue> {
 
 /// `2027-01-31T00:00:00Z`, `2027-01-31`, `90d` (days from now) or `never`.
 fn parse_expiry(text: &str, now: DateTime<Utc>) -> anyhow::Result<Expiry> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("never") {
-        return Ok(Expiry::Never);
-    }
-    if let Some(days) = t.strip_suffix('d')
-        && let Ok(days) = days.parse::<u32>()
-    {
-        return Ok(Expiry::At(now + chrono::Duration::days(i64::from(days))));
-    }
-    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
-        return Ok(Expiry::At(at.with_timezone(&Utc)));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        && let Some(midnight) = day.and_hms_opt(0, 0, 0)
-    {
-        return Ok(Expiry::At(midnight.and_utc()));
-    }
-    bail!(
-        "invalid --expires `{t}`: use an RFC 3339 time (2027-01-31T00:00:00Z), a date (2027-01-31), a \
-         number of days (90d) or `never`"
-    )
+    Expiry::parse(text, now).map_err(|e| anyhow::anyhow!("invalid --expires: {e}"))
 }
 
 async fn list(
@@ -307,7 +287,7 @@ async fn list(
     let secrets = vault::list(store.as_ref(), &ListFilter { scope, project }, actor).await?;
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({
-            "format_version": 1,
+            "format_version": crate::FORMAT_VERSION,
             "secrets": secrets,
         }))?;
         return Ok(ExitCode::SUCCESS);
@@ -380,7 +360,7 @@ async fn audit(
     let events = vault::audit_log(store.as_ref(), path.as_ref(), limit, actor).await?;
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({
-            "format_version": 1,
+            "format_version": crate::FORMAT_VERSION,
             "events": events,
         }))?;
         return Ok(ExitCode::SUCCESS);
@@ -414,12 +394,12 @@ async fn scan_files(ctx: &Context, paths: Vec<PathBuf>) -> anyhow::Result<ExitCo
     if ctx.out.json {
         #[derive(Serialize)]
         struct Json<'a> {
-            format_version: u32,
+            format_version: &'static str,
             #[serde(flatten)]
             report: &'a scan::ScanReport,
         }
         ctx.out.json(&Json {
-            format_version: 1,
+            format_version: crate::FORMAT_VERSION,
             report: &report,
         })?;
     } else {
@@ -488,7 +468,7 @@ async fn detect(ctx: &Context, project: Option<&str>) -> anyhow::Result<ExitCode
             })
             .collect();
         ctx.out.json(&serde_json::json!({
-            "format_version": 1,
+            "format_version": crate::FORMAT_VERSION,
             "credentials": items,
         }))?;
     } else if suggestions.is_empty() {

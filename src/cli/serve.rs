@@ -11,9 +11,10 @@ use super::common::{cli_actor, open_store};
 use super::{Context, McpArgs, ServeArgs};
 use crate::mcp::auth::Principal;
 use crate::mcp::{Endpoint, McpServer};
+use crate::ops::Runtime;
+use crate::ops::runtime::VaultState;
 use crate::serve::http::{self, HttpConfig};
 use crate::serve::reconcile::{self, LoopConfig};
-use crate::serve::runtime::Runtime;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -34,6 +35,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// A long-running server refuses to start with a key it cannot use (rather than failing every secret
+/// call later); no key at all is fine (secret tools say how to configure one).
+async fn vault_state(
+    ctx: &Context,
+    store: &std::sync::Arc<dyn crate::store::Store>,
+) -> anyhow::Result<VaultState> {
+    Ok(match super::common::vault(ctx, store.clone()).await? {
+        Some(v) => VaultState::Ready(v),
+        None => VaultState::NoKey,
+    })
+}
+
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = &ctx.settings.file.serve;
     let listen_text = args.listen.clone().unwrap_or_else(|| cfg.listen.clone());
@@ -49,8 +62,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let auto_apply = args.auto_apply || cfg.auto_apply;
     let store = open_store(ctx).await?;
-    let vault = super::common::vault(ctx, store.clone()).await?;
-    let rt = Runtime::new(ctx.settings.clone(), store, vault, auto_apply)?;
+    let vault = vault_state(ctx, &store).await?;
+    let rt = Runtime::load(ctx.settings.clone(), store, vault, auto_apply).await?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -112,8 +125,8 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn mcp_stdio(ctx: &Context, args: McpArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(ctx).await?;
-    let vault = super::common::vault(ctx, store.clone()).await?;
-    let rt = Runtime::new(ctx.settings.clone(), store, vault, false)?;
+    let vault = vault_state(ctx, &store).await?;
+    let rt = Runtime::load(ctx.settings.clone(), store, vault, false).await?;
     let endpoint = match args.project {
         Some(p) => {
             if !rt.desired().await.projects.contains_key(&p) {

@@ -4,34 +4,24 @@
 use std::process::ExitCode;
 
 use super::Context;
-use super::common::{engine, load_desired, open_store};
+use super::common::{cli_actor, runtime};
 use super::output::Style;
 use crate::engine::Scope;
-use crate::engine::status::{self, ResourceStatus, StatusReport};
-use crate::state::git_revision;
+use crate::engine::status::{ResourceStatus, StatusReport};
 
+/// Exit 0 when nothing needs attention, 1 when a resource is blocked or failed (or the plan has
+/// errors), so scripts and monitors can rely on the code.
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let engine = engine(ctx, &desired, store.clone(), &[]).await?;
-    let plan = engine.plan(&desired, &Scope::default()).await?;
-    let journal = store.latest_journal_entries().await?;
-    let report = status::report(
-        &plan,
-        &journal,
-        store.last_run().await?,
-        git_revision(&desired.dir),
-    );
-    let secrets = crate::secrets::vault::health(store.as_ref()).await?;
+    let status = crate::ops::status::status(&rt, &Scope::default(), &cli_actor()).await?;
+    let (report, secrets) = (&status.report, &status.secrets);
     if ctx.out.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["secrets"] = serde_json::to_value(&secrets)?;
-        ctx.out.json(&value)?;
+        ctx.out.json(&status)?;
     } else {
-        let mut text = render(ctx, &report);
+        let mut text = render(ctx, report);
         for p in &secrets.expired {
             text.push_str(&format!(
                 "! secret {p} has expired (still readable; replace it)\n"
@@ -42,7 +32,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         ctx.out.text(&text)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if report.problems {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn render(ctx: &Context, r: &StatusReport) -> String {
@@ -82,6 +76,7 @@ fn render(ctx: &Context, r: &StatusReport) -> String {
             ResourceStatus::Pending => ("pending", Style::Yellow),
             ResourceStatus::Drifted => ("drifted", Style::Yellow),
             ResourceStatus::Failed => ("failed ", Style::Red),
+            ResourceStatus::Blocked => ("blocked", Style::Red),
         };
         let mut line = format!("{:<width$}  {}", l.address, ctx.out.paint(label, style));
         if let Some(a) = l.pending {

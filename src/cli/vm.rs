@@ -7,20 +7,20 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::Context;
-use super::common::{load_desired, open_store, provider_context};
+use super::common::{cli_actor, runtime};
 use crate::providers::vm_info::{self, DiskInfo, UsageReport, VmHealth, VmInfo};
 
 pub async fn get(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let pctx = provider_context(ctx, store, &[]).await;
+    let desired = rt.desired().await;
+    let pctx = rt.provider_context(&cli_actor(), &[]);
     let (cloud, vm) = vm_info::connect_for(&desired, &pctx, name).await?;
     let info = vm_info::describe_vm(&cloud, &vm).await?;
     if ctx.out.json {
-        ctx.out.json(&json!({"format_version": "1", "vm": info}))?;
+        ctx.out.json(&json!({"vm": info}))?;
     } else {
         ctx.out.text(&info_text(&info))?;
     }
@@ -28,17 +28,17 @@ pub async fn get(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn health(ctx: &Context, name: &str, minutes: i64) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let pctx = provider_context(ctx, store, &[]).await;
+    let desired = rt.desired().await;
+    let pctx = rt.provider_context(&cli_actor(), &[]);
     let (cloud, vm) = vm_info::connect_for(&desired, &pctx, name).await?;
     let health = vm_info::vm_health(&cloud, &vm, minutes, chrono::Utc::now()).await?;
     if ctx.out.json {
         ctx.out
-            .json(&json!({"format_version": "1", "health": health}))?;
+            .json(&json!({"health": health}))?;
     } else {
         ctx.out.text(&health_text(&health))?;
     }

@@ -33,11 +33,11 @@ use sha2::{Digest, Sha256};
 
 pub use plan::{Action, Change, Notice, Plan, Scope, Summary};
 
+use crate::clients::ApiError;
 use crate::state::Desired;
 use crate::store::{ApplyRun, RunStatus, Store, StoreError};
 
-/// The 30 % rule applies to kinds with at least this many managed objects; below it only "delete all"
-/// needs `force` (removing 1 of 2 services is an ordinary edit, not an accident).
+/// The mass-delete rules (more than 30 %, or all) apply to kinds with at least this many managed objects.
 pub const MASS_DELETE_MIN: usize = 10;
 pub const MASS_DELETE_FRACTION: f64 = 0.30;
 
@@ -45,8 +45,19 @@ pub const MASS_DELETE_FRACTION: f64 = 0.30;
 pub enum ProviderError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A remote API call failed; the typed error says whether and when to try again.
+    #[error("{}{source}", context.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Api {
+        /// What was being done (`dns/api.example.com`), when the API error alone does not say.
+        context: Option<String>,
+        #[source]
+        source: Box<ApiError>,
+    },
     #[error("{0}")]
     Conflict(String),
+    /// A change's payload does not parse as the provider's change type (a corrupt or foreign plan).
+    #[error("{address}: the change cannot be read ({detail}); run `supervisor plan` again")]
+    Payload { address: String, detail: String },
     #[error("{0}")]
     Failed(String),
     /// A Google Cloud call failed; `context` says what the provider was doing (`vm/host-1: stop`).
@@ -57,16 +68,6 @@ pub enum ProviderError {
         #[source]
         source: Box<crate::clients::google::GoogleError>,
     },
-}
-
-impl ProviderError {
-    /// How long the remote API asked to wait before the next attempt, when it did.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            ProviderError::Google { source, .. } => source.retry_after(),
-            _ => None,
-        }
-    }
 }
 
 /// One step of a long change (a VM resize: stop, wait, set machine type, start, confirm), reported
@@ -117,6 +118,139 @@ impl RunContext {
     }
 }
 
+impl From<ApiError> for ProviderError {
+    fn from(source: ApiError) -> Self {
+        ProviderError::Api {
+            context: None,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl ProviderError {
+    /// The same error, naming what was being done (an address) when it is an API error.
+    pub fn context(self, what: impl Into<String>) -> Self {
+        match self {
+            ProviderError::Api { source, .. } => ProviderError::Api {
+                context: Some(what.into()),
+                source,
+            },
+            ProviderError::Failed(m) => ProviderError::Failed(format!("{}: {m}", what.into())),
+            other => other,
+        }
+    }
+
+    /// How to retry: after the API's `Retry-After`; soon for what passes by itself (server errors,
+    /// timeouts, a database hiccup); not until something changes for the rest (authentication,
+    /// rejected requests, conflicts, corrupt plans).
+    pub fn retry_hint(&self) -> RetryHint {
+        match self {
+            ProviderError::Api { source, .. } => api_retry_hint(source),
+            ProviderError::Google { source, .. } => {
+                use crate::clients::google::GoogleError;
+                use crate::clients::google::operations::OperationError;
+                match source.as_ref() {
+                    GoogleError::Api(e) | GoogleError::Auth(crate::clients::google::auth::AuthError::Api(e)) => {
+                        api_retry_hint(e)
+                    }
+                    // A long operation may still finish; a zone without capacity may get some back.
+                    GoogleError::Operation(OperationError::TimedOut { .. }) => RetryHint::Soon,
+                    GoogleError::Operation(e) if e.is_capacity_or_quota() => RetryHint::Soon,
+                    _ => RetryHint::NeedsChange,
+                }
+            }
+            ProviderError::Store(_) => RetryHint::Soon,
+            ProviderError::Conflict(_)
+            | ProviderError::Payload { .. }
+            | ProviderError::Failed(_) => RetryHint::NeedsChange,
+        }
+    }
+}
+
+fn api_retry_hint(e: &ApiError) -> RetryHint {
+    match e {
+        ApiError::RateLimited {
+            retry_after: Some(d),
+            ..
+        } => RetryHint::After(*d),
+        ApiError::RateLimited { .. }
+        | ApiError::Server { .. }
+        | ApiError::Transport { .. }
+        | ApiError::OutcomeUnknown { .. } => RetryHint::Soon,
+        _ => RetryHint::NeedsChange,
+    }
+}
+
+/// What an error says about trying again, for the reconcile loop (errors choose the delay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryHint {
+    /// The remote asked to wait this long (HTTP 429 `Retry-After`).
+    After(std::time::Duration),
+    /// Likely to pass by itself: retry soon, backing off.
+    Soon,
+    /// Fails the same way until someone changes something: retry rarely.
+    NeedsChange,
+}
+
+/// Reads a change's `before`/`after` payload as the provider's own change type. A payload that does
+/// not parse is an error naming the address, never a default value.
+pub fn payload<T: serde::de::DeserializeOwned>(
+    change: &Change,
+    value: Option<&serde_json::Value>,
+) -> Result<T, ProviderError> {
+    let value = value.ok_or_else(|| ProviderError::Payload {
+        address: change.address.clone(),
+        detail: "the payload is missing".into(),
+    })?;
+    serde_json::from_value(value.clone()).map_err(|e| ProviderError::Payload {
+        address: change.address.clone(),
+        detail: e.to_string(),
+    })
+}
+
+/// Serialises a provider's change payload into a plan.
+pub fn to_payload<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// What providers planned earlier in the same plan offer to later ones, keyed by type: the ports
+/// provider offers each service's port as it will be once the plan is applied ([`crate::providers::ports::PlannedPorts`]),
+/// which tunnel ingress (and instructions, and the status page) point at — so no provider re-runs
+/// another's diff.
+#[derive(Clone, Default)]
+pub struct Outputs(
+    std::collections::HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
+);
+
+impl Outputs {
+    pub fn insert<T: std::any::Any + Send + Sync>(&mut self, value: T) {
+        self.0.insert(std::any::TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.0
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+
+    fn extend(&mut self, other: Outputs) {
+        self.0.extend(other.0);
+    }
+}
+
+impl std::fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outputs({} values)", self.0.len())
+    }
+}
+
+/// Outputs are derived from the plan's own observation: two plans are equal whatever they hold.
+impl PartialEq for Outputs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// What one provider saw and wants to change.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderPlan {
@@ -129,6 +263,8 @@ pub struct ProviderPlan {
     pub managed: usize,
     /// Every resource the desired state declares for this provider, changed or not (for `status`).
     pub resources: Vec<Resource>,
+    /// What this provider offers to the providers after it (see [`Outputs`]).
+    pub outputs: Outputs,
 }
 
 /// A resource the desired state declares.
@@ -147,8 +283,13 @@ pub struct Resource {
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Observes reality and diffs `desired` against it.
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError>;
+    /// Observes reality and diffs `desired` against it. `earlier` holds what the providers before this
+    /// one in apply order planned (see [`Outputs`]).
+    async fn plan(
+        &self,
+        desired: &Desired,
+        earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError>;
     /// Carries out one change this provider planned.
     async fn apply(&self, change: &Change) -> Result<(), ProviderError>;
 
@@ -206,6 +347,20 @@ pub enum EngineError {
     BadPlanFile(String),
 }
 
+impl EngineError {
+    /// What the failure says about trying again (only provider and store failures say anything).
+    pub fn retry_hint(&self) -> Option<RetryHint> {
+        match self {
+            EngineError::Provider { source, .. } => Some(source.retry_hint()),
+            EngineError::Store(_) => Some(RetryHint::Soon),
+            EngineError::PlanHasErrors(_) | EngineError::Stale(_) | EngineError::BadPlanFile(_) => {
+                Some(RetryHint::NeedsChange)
+            }
+            EngineError::Unsafe(_) => None,
+        }
+    }
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     providers: Vec<Box<dyn Provider>>,
@@ -250,6 +405,9 @@ pub struct ApplyReport {
     pub summary: Summary,
     pub applied: usize,
     pub failed: Option<String>,
+    /// What the failure says about trying again.
+    #[serde(skip)]
+    pub retry: Option<RetryHint>,
 }
 
 impl Engine {
@@ -274,9 +432,11 @@ impl Engine {
         let mut mass_delete = Vec::new();
         let mut resources = Vec::new();
         let mut described = BTreeMap::new();
+        let mut outputs = Outputs::default();
+        let mut all_addresses = std::collections::BTreeSet::new();
         for p in &self.providers {
             let pp = p
-                .plan(desired)
+                .plan(desired, &outputs)
                 .await
                 .map_err(|source| EngineError::Provider {
                     provider: p.name().to_string(),
@@ -302,11 +462,13 @@ impl Engine {
             if let Some(msg) = mass_delete_rule(p.name(), deletes, pp.managed) {
                 mass_delete.push(msg);
             }
+            outputs.extend(pp.outputs);
             resources.extend(
                 pp.resources
                     .into_iter()
                     .filter(|r| scope.includes(&r.address, r.project.as_deref())),
             );
+            all_addresses.extend(pp.changes.iter().map(|c| c.address.clone()));
             changes.extend(
                 pp.changes
                     .into_iter()
@@ -323,6 +485,7 @@ impl Engine {
                     .filter(|n| keep(n.address.as_deref(), n.project.as_deref())),
             );
         }
+        errors.extend(unmet_requirements(&changes, &all_addresses));
         for msg in mass_delete {
             warnings.push(Notice {
                 provider: "safety".into(),
@@ -344,6 +507,7 @@ impl Engine {
             summary,
             resources,
             providers: described,
+            outputs,
         })
     }
 
@@ -550,6 +714,7 @@ impl Engine {
                         many => format!("{} changes starting at {}", many.len(), many[0].address),
                     };
                     report.failed = Some(format!("{what}: {e}"));
+                    report.retry = Some(e.retry_hint());
                     break 'groups;
                 }
             }
@@ -574,9 +739,40 @@ impl Engine {
     }
 }
 
-/// `Some(message)` when deleting `deletes` of `managed` objects needs `--force`.
+/// Errors for changes in a scoped plan whose prerequisites (`Change::requires`) are changes of the full
+/// plan left out by the scope: applying them alone would fail halfway (a port taken before it is
+/// vacated). `all` holds the address of every change of the unscoped plan.
+fn unmet_requirements(
+    in_scope: &[Change],
+    all: &std::collections::BTreeSet<String>,
+) -> Vec<Notice> {
+    let included: std::collections::BTreeSet<&str> =
+        in_scope.iter().map(|c| c.address.as_str()).collect();
+    let mut errors = Vec::new();
+    for c in in_scope {
+        for r in &c.requires {
+            if all.contains(r) && !included.contains(r.as_str()) {
+                errors.push(Notice {
+                    provider: c.provider.clone(),
+                    address: Some(c.address.clone()),
+                    project: c.project.clone(),
+                    message: format!(
+                        "{} needs {r} to be applied first, which is outside the plan's scope (--project/--only); widen the scope",
+                        c.address
+                    ),
+                });
+            }
+        }
+    }
+    errors
+}
+
+/// `Some(message)` when deleting `deletes` of `managed` objects needs `--force`. Like octoDNS, the
+/// rules apply only to kinds with at least [`MASS_DELETE_MIN`] managed objects: below that, deletes are
+/// shown in the plan and applied like any change (removing the only hostname of a small setup is an
+/// edit, not an accident).
 pub fn mass_delete_rule(provider: &str, deletes: usize, managed: usize) -> Option<String> {
-    if deletes == 0 || managed == 0 {
+    if deletes == 0 || managed < MASS_DELETE_MIN {
         return None;
     }
     if deletes >= managed {
@@ -601,11 +797,16 @@ mod tests {
     #[test]
     fn mass_delete_thresholds() {
         assert_eq!(mass_delete_rule("ports", 0, 5), None);
-        assert!(mass_delete_rule("ports", 2, 2).unwrap().contains("all 2"));
         assert_eq!(
-            mass_delete_rule("ports", 1, 2),
+            mass_delete_rule("tunnel", 1, 1),
             None,
-            "small kinds: only delete-all is guarded"
+            "small kinds are not guarded: removing the last hostname is an edit"
+        );
+        assert_eq!(mass_delete_rule("ports", 9, 9), None);
+        assert!(
+            mass_delete_rule("ports", 10, 10)
+                .unwrap()
+                .contains("all 10")
         );
         assert_eq!(
             mass_delete_rule("ports", 3, 10),
@@ -613,6 +814,40 @@ mod tests {
             "30 % exactly is allowed"
         );
         assert!(mass_delete_rule("ports", 4, 10).unwrap().contains("40 %"));
+    }
+
+    #[test]
+    fn a_scoped_plan_refuses_a_change_whose_prerequisite_is_outside_the_scope() {
+        let change = |address: &str, requires: &[&str]| Change {
+            address: address.into(),
+            provider: "ports".into(),
+            action: Action::Update,
+            project: None,
+            before: None,
+            after: None,
+            summary: String::new(),
+            drifted: false,
+            disruptive: false,
+            diff: None,
+            requires: requires.iter().map(|r| r.to_string()).collect(),
+        };
+        let all: std::collections::BTreeSet<String> =
+            ["ports/a/x".to_string(), "ports/a/y".to_string()].into();
+        let in_scope = vec![change("ports/a/y", &["ports/a/x"])];
+        let errors = unmet_requirements(&in_scope, &all);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].message,
+            "ports/a/y needs ports/a/x to be applied first, which is outside the plan's scope (--project/--only); widen the scope"
+        );
+        let both = vec![
+            change("ports/a/x", &[]),
+            change("ports/a/y", &["ports/a/x"]),
+        ];
+        assert!(unmet_requirements(&both, &all).is_empty());
+        // A requirement that is not a change in this plan (already in place) is met.
+        let none: std::collections::BTreeSet<String> = ["ports/a/y".to_string()].into();
+        assert!(unmet_requirements(&in_scope, &none).is_empty());
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct Change {
     /// A unified diff, for file resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// Addresses of changes in the same plan that must be applied before this one (a port vacated
+    /// before it is taken). A scoped plan that leaves one of them out is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
 }
 
 /// Something the user should know that is not a change (a required secret that is missing).
@@ -144,6 +148,10 @@ pub struct Plan {
     /// Every declared resource (changed or not); not part of the saved/JSON plan.
     #[serde(skip)]
     pub resources: Vec<super::Resource>,
+    /// What providers offered each other while planning (see [`super::Outputs`]); not saved.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub outputs: super::Outputs,
 }
 
 impl Plan {

@@ -80,7 +80,17 @@ pub fn plan_text(plan: &Plan) -> String {
         }
         out.push('\n');
     }
-    if plan.changes.is_empty() {
+    let n = plan.errors.len();
+    if !plan.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "Plan failed: {n} error{} (nothing can be applied until {} fixed); {} change{} planned.",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "it is" } else { "they are" },
+            plan.changes.len(),
+            if plan.changes.len() == 1 { "" } else { "s" },
+        );
+    } else if plan.changes.is_empty() {
         out.push_str("No changes. Reality matches the desired state.\n");
     } else {
         let s = plan.summary;
@@ -124,6 +134,7 @@ mod tests {
             drifted: false,
             disruptive: false,
             diff: None,
+            requires: Vec::new(),
         }
     }
 
@@ -140,7 +151,27 @@ mod tests {
             warnings,
             resources: vec![],
             providers: Default::default(),
+            outputs: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_plan_with_errors_never_says_no_changes() {
+        let mut p = plan(vec![], vec![]);
+        p.errors.push(Notice {
+            provider: "ports".into(),
+            address: Some("ports/a".into()),
+            project: Some("a".into()),
+            message: "no free block".into(),
+        });
+        let text = plan_text(&p);
+        assert!(!text.contains("No changes"), "{text}");
+        assert!(
+            text.ends_with(
+                "Plan failed: 1 error (nothing can be applied until it is fixed); 0 changes planned.\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

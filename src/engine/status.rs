@@ -14,7 +14,18 @@ pub enum ResourceStatus {
     InSync,
     Pending,
     Drifted,
+    /// The last apply of its pending change failed.
     Failed,
+    /// The plan has an error about it (an unmanaged record in the way, no free port): nothing can be
+    /// applied until someone acts.
+    Blocked,
+}
+
+impl ResourceStatus {
+    /// Whether the resource needs someone's attention (`status` exits 1).
+    pub fn is_problem(self) -> bool {
+        matches!(self, ResourceStatus::Failed | ResourceStatus::Blocked)
+    }
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -35,6 +46,8 @@ pub struct ResourceLine {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatusReport {
     pub format_version: &'static str,
+    /// Whether anything needs attention: a blocked or failed resource, or a plan error.
+    pub problems: bool,
     pub desired_revision: String,
     pub git_revision: Option<String>,
     #[schemars(with = "Option<serde_json::Value>")]
@@ -47,6 +60,10 @@ pub struct StatusReport {
 }
 
 /// Joins a fresh plan with the journal's newest entry per address. Pure.
+///
+/// A resource the plan has an error about is blocked, never in sync — whether or not the error produced
+/// a change (an unmanaged record in the way produces none). An error naming no address blocks every
+/// resource of its provider.
 pub fn report(
     plan: &Plan,
     journal: &[JournalEntry],
@@ -60,16 +77,32 @@ pub fn report(
         .iter()
         .map(|c| (c.address.as_str(), c))
         .collect();
+    let mut blocking: HashMap<&str, &Notice> = HashMap::new();
+    let mut provider_wide: HashMap<&str, &Notice> = HashMap::new();
+    for e in &plan.errors {
+        match &e.address {
+            Some(a) => {
+                blocking.entry(a.as_str()).or_insert(e);
+            }
+            None => {
+                provider_wide.entry(e.provider.as_str()).or_insert(e);
+            }
+        }
+    }
     let mut resources = Vec::new();
     for r in &plan.resources {
         let change = pending.get(r.address.as_str());
         let entry = by_address.get(r.address.as_str());
         let failed = entry.filter(|e| e.status == "failed");
-        let status = match (change, failed) {
-            (Some(_), Some(_)) => ResourceStatus::Failed,
-            (Some(c), None) if c.drifted => ResourceStatus::Drifted,
-            (Some(_), None) => ResourceStatus::Pending,
-            (None, _) => ResourceStatus::InSync,
+        let blocked = blocking
+            .get(r.address.as_str())
+            .or_else(|| provider_wide.get(r.provider.as_str()));
+        let status = match (blocked, change, failed) {
+            (Some(_), _, _) => ResourceStatus::Blocked,
+            (None, Some(_), Some(_)) => ResourceStatus::Failed,
+            (None, Some(c), None) if c.drifted => ResourceStatus::Drifted,
+            (None, Some(_), None) => ResourceStatus::Pending,
+            (None, None, _) => ResourceStatus::InSync,
         };
         resources.push(ResourceLine {
             address: r.address.clone(),
@@ -80,9 +113,12 @@ pub fn report(
             last_applied_at: entry
                 .filter(|e| e.status == "succeeded")
                 .and_then(|e| e.finished_at),
-            error: failed
-                .filter(|_| change.is_some())
-                .and_then(|e| e.error.clone()),
+            error: match blocked {
+                Some(n) => Some(n.message.clone()),
+                None => failed
+                    .filter(|_| change.is_some())
+                    .and_then(|e| e.error.clone()),
+            },
         });
     }
     let declared: HashSet<&str> = plan.resources.iter().map(|r| r.address.as_str()).collect();
@@ -93,12 +129,13 @@ pub fn report(
         .map(|c| c.address.clone())
         .collect();
     StatusReport {
-        format_version: "1",
+        format_version: crate::FORMAT_VERSION,
         desired_revision: plan.desired_revision.clone(),
         git_revision,
         last_apply,
-        resources,
         removals,
+        problems: !plan.errors.is_empty() || resources.iter().any(|l| l.status.is_problem()),
+        resources,
         warnings: plan.warnings.clone(),
         errors: plan.errors.clone(),
     }

@@ -152,7 +152,11 @@ pub async fn import_cloudflare(
     let desired_hosts: HashSet<String> = desired
         .projects
         .values()
-        .flat_map(|p| p.services.iter().filter_map(|s| s.hostname.clone()))
+        .flat_map(|p| {
+            p.services
+                .iter()
+                .filter_map(|s| s.hostname.as_ref().map(|h| h.to_string()))
+        })
         .collect();
 
     // 1. Hostnames pointing at the tunnel that state does not know yet.
@@ -241,7 +245,7 @@ pub async fn import_cloudflare(
         else {
             continue;
         };
-        service.hostname = Some(e.edit.hostname.clone());
+        service.hostname = Some(crate::state::Hostname::new(&e.edit.hostname));
         match edit::upsert_service(&desired.dir, &e.edit.project, &service, &revision) {
             Ok(done) => {
                 revision = done.revision.clone();

@@ -40,8 +40,8 @@ use super::gcloud::{GoogleCloud, google_error};
 use crate::clients::google::apikeys::{V2ApiTarget, V2Key, V2Restrictions, parent};
 use crate::clients::google::operations::wait_key_operation;
 use crate::engine::{
-    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, RunContext,
-    fingerprint,
+    Action, Change, Notice, Outputs, Provider, ProviderError, ProviderPlan, Resource, RunContext,
+    fingerprint, payload,
 };
 use crate::secrets::SecretSink;
 use crate::state::Desired;
@@ -289,6 +289,7 @@ fn change(
         drifted,
         disruptive: false,
         diff: None,
+        requires: Vec::new(),
     }
 }
 
@@ -768,17 +769,7 @@ impl ApiKeyProvider {
 
     async fn carry_out(&self, change: &Change, run: &RunContext) -> Result<(), ProviderError> {
         let addr = change.address.as_str();
-        let payload: ApiKeyChange = change
-            .after
-            .clone()
-            .ok_or_else(|| ProviderError::Failed(format!("{addr}: the change has no payload (corrupt plan?)")))
-            .and_then(|v| {
-                serde_json::from_value(v).map_err(|e| {
-                    ProviderError::Failed(format!(
-                        "{addr}: the change's payload is not an API key change ({e}); the plan is corrupt or from another version"
-                    ))
-                })
-            })?;
+        let payload: ApiKeyChange = payload(change, change.after.as_ref())?;
         match payload {
             ApiKeyChange::Create {
                 spec,
@@ -889,7 +880,11 @@ impl Provider for ApiKeyProvider {
             .map(|c| format!("API Keys at {}", c.endpoints.apikeys))
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+    async fn plan(
+        &self,
+        desired: &Desired,
+        _earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
         let wanted = desired_keys(desired);
         let observed = self.observe(&wanted).await?;
         let mut plan = diff(&wanted, &observed);

@@ -16,7 +16,7 @@ use crate::clients::cloudflare::{
     BASE_URL_ENV, CloudflareClient, CloudflareError, DEFAULT_BASE_URL,
 };
 use crate::engine::ProviderError;
-use crate::state::Cloudflare;
+use crate::state::{Cloudflare, Hostname};
 
 /// The marker the supervisor writes into the comment of the DNS records it creates (and of adopted
 /// records on their next real update). The inventory, not the comment, decides ownership; the
@@ -98,14 +98,18 @@ pub async fn connect(
 }
 
 /// A Cloudflare failure as a provider error (the client's messages name method and path, never
-/// the token).
+/// the token); an API error stays typed, so the reconcile loop can honour its `Retry-After`.
 pub fn api_error(e: CloudflareError) -> ProviderError {
-    ProviderError::Failed(e.to_string())
+    match e {
+        CloudflareError::Api(api) => ProviderError::from(api),
+        other => ProviderError::Failed(other.to_string()),
+    }
 }
 
-/// Lower case, no surrounding blanks, no trailing dot: how Cloudflare and cloudflared compare names.
+/// Lower case, no surrounding blanks, no trailing dot: how Cloudflare and cloudflared compare names
+/// (the one normal form, [`Hostname::normalize`]).
 pub fn normalize_host(h: &str) -> String {
-    h.trim().trim_end_matches('.').to_ascii_lowercase()
+    Hostname::normalize(h)
 }
 
 /// The sort key that puts more specific hostnames first: exact names before wildcards, and among

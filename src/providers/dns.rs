@@ -43,7 +43,8 @@ use crate::clients::cloudflare::{
     DnsRecordSpec, RECORD_NOT_FOUND, RecordType,
 };
 use crate::engine::{
-    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    Action, Change, Notice, Outputs, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    payload,
 };
 use crate::state::Desired;
 use crate::store::{ManagedObject, Store};
@@ -339,6 +340,7 @@ pub fn diff(
                 drifted: false,
                 disruptive: false,
                 diff: None,
+                requires: Vec::new(),
             };
         match (managed, current) {
             (Some(m), Some(cur)) => {
@@ -473,6 +475,7 @@ pub fn diff(
             drifted: false,
             disruptive: false,
             diff: None,
+            requires: Vec::new(),
         });
     }
     for name in adopt {
@@ -609,26 +612,8 @@ enum Op {
 
 impl Op {
     fn of(change: &Change) -> Result<Op, ProviderError> {
-        let corrupt = |what: &str| {
-            ProviderError::Failed(format!(
-                "{}: the change lacks {what} (corrupt plan?)",
-                change.address
-            ))
-        };
-        let planned = || -> Result<Planned, ProviderError> {
-            change
-                .after
-                .clone()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| corrupt("a valid `after`"))
-        };
-        let before = || -> Result<ObservedRecord, ProviderError> {
-            change
-                .before
-                .clone()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .ok_or_else(|| corrupt("a valid `before`"))
-        };
+        let planned = || payload::<Planned>(change, change.after.as_ref());
+        let before = || payload::<ObservedRecord>(change, change.before.as_ref());
         Ok(match change.action {
             Action::Create => Op::Create {
                 address: change.address.clone(),
@@ -966,11 +951,11 @@ impl DnsProvider {
                         return Ok(r.id);
                     }
                     if resent {
-                        return Err(ProviderError::Failed(format!("{address}: {e}")));
+                        return Err(api_error(e).context(address.to_string()));
                     }
                     resent = true;
                 }
-                Err(e) => return Err(ProviderError::Failed(format!("{address}: {e}"))),
+                Err(e) => return Err(api_error(e).context(address.to_string())),
             }
         }
     }
@@ -1003,7 +988,11 @@ impl Provider for DnsProvider {
         Some(format!("zone {}", self.api.zone))
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+    async fn plan(
+        &self,
+        desired: &Desired,
+        _earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
         let wanted = desired_records(desired);
         let observed = self.observe().await?;
         let mut plan = diff(&wanted, &observed, &self.adopt);

@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::engine::{
-    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    Action, Change, Notice, Outputs, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    payload, to_payload,
 };
 use crate::state::Desired;
 use crate::store::{ManagedObject, PortAllocation, PortRange, PortRegistry, SharedPort, Store};
@@ -55,7 +56,7 @@ pub fn port_lines(
             port: a.port,
             hostname: desired
                 .service(&a.project, &a.service)
-                .and_then(|s| s.hostname.clone()),
+                .and_then(|s| s.hostname.as_ref().map(|h| h.to_string())),
         })
         .collect()
 }
@@ -108,13 +109,53 @@ impl PortsProvider {
     }
 }
 
+/// What a ports change carries in the plan (`before`/`after`), tagged by `kind` as in
+/// `docs/plan-format.md`. Read back with serde when applying: a payload that does not parse is an error
+/// naming the address, never a default port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PortChange {
+    /// A project's block of ports.
+    Block {
+        project: String,
+        start: u16,
+        end: u16,
+    },
+    /// A service's port.
+    Service {
+        project: String,
+        service: String,
+        port: u16,
+        prevent_destroy: bool,
+    },
+    /// A shared service's port.
+    Shared { name: String, port: u16 },
+}
+
+/// Each service's port as it will be once the plan is applied: allocations kept, moved or created by
+/// the plan; services the plan cannot place are absent. Offered to later providers (tunnel ingress).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlannedPorts(pub BTreeMap<(String, String), u16>);
+
+impl PlannedPorts {
+    pub fn get(&self, project: &str, service: &str) -> Option<u16> {
+        self.0
+            .get(&(project.to_string(), service.to_string()))
+            .copied()
+    }
+}
+
 #[async_trait]
 impl Provider for PortsProvider {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+    async fn plan(
+        &self,
+        desired: &Desired,
+        _earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
         let observed = self.observe().await?;
         let mut plan = diff(desired, &observed);
         plan.fingerprint = fingerprint(&observed);
@@ -122,67 +163,90 @@ impl Provider for PortsProvider {
     }
 
     async fn apply(&self, change: &Change) -> Result<(), ProviderError> {
-        let after = change.after.as_ref();
-        let before = change.before.as_ref();
-        let field =
-            |v: Option<&serde_json::Value>, k: &str| -> Result<serde_json::Value, ProviderError> {
-                v.and_then(|v| v.get(k)).cloned().ok_or_else(|| {
-                    ProviderError::Failed(format!(
-                        "{}: the change lacks `{k}` (corrupt plan?)",
-                        change.address
-                    ))
-                })
-            };
-        let s = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let port = |v: serde_json::Value| v.as_i64().unwrap_or(0) as i32;
-        let kind = field(after.or(before), "kind")?;
         let host = self.host.clone();
-        match (kind.as_str().unwrap_or(""), change.action) {
-            ("block", Action::Create) => {
-                self.store
-                    .insert_port_range(&PortRange {
-                        host,
-                        project: s(field(after, "project")?),
-                        start_port: port(field(after, "start")?),
-                        end_port: port(field(after, "end")?),
-                    })
-                    .await?
+        let before = || payload::<PortChange>(change, change.before.as_ref());
+        let after = || payload::<PortChange>(change, change.after.as_ref());
+        match change.action {
+            Action::Create | Action::Update | Action::Replace => {
+                let previous = match change.action {
+                    Action::Create => None,
+                    _ => Some(before()?),
+                };
+                self.put(change, previous, after()?, host).await
             }
-            ("block", Action::Update) => {
-                let project = s(field(after, "project")?);
-                // A block moves as delete + insert in the registry (its key is the start port).
-                self.store.delete_port_range(&host, &project).await?;
-                self.store
-                    .insert_port_range(&PortRange {
-                        host,
-                        project,
-                        start_port: port(field(after, "start")?),
-                        end_port: port(field(after, "end")?),
-                    })
-                    .await?
+            Action::Delete => match before()? {
+                PortChange::Block { project, .. } => {
+                    self.store.delete_port_range(&host, &project).await?;
+                    Ok(())
+                }
+                PortChange::Service {
+                    project, service, ..
+                } => {
+                    self.store
+                        .delete_port_allocation(&host, &project, &service)
+                        .await?;
+                    self.store.delete_managed(NAME, &change.address).await?;
+                    Ok(())
+                }
+                PortChange::Shared { name, .. } => {
+                    self.store.delete_shared_port(&host, &name).await?;
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+impl PortsProvider {
+    /// Creates or moves one block, allocation or shared port. Each is one statement (a move is one
+    /// UPDATE), so a change that fails — a port taken meanwhile — leaves the registry as it was.
+    async fn put(
+        &self,
+        change: &Change,
+        previous: Option<PortChange>,
+        next: PortChange,
+        host: String,
+    ) -> Result<(), ProviderError> {
+        match next {
+            PortChange::Block {
+                project,
+                start,
+                end,
+            } => {
+                let range = PortRange {
+                    host,
+                    project,
+                    start_port: i32::from(start),
+                    end_port: i32::from(end),
+                };
+                // An update whose block vanished (removed by hand) re-creates it.
+                if previous.is_none() || !self.store.move_port_range(&range).await? {
+                    self.store.insert_port_range(&range).await?;
+                }
             }
-            ("block", Action::Delete) => {
-                self.store
-                    .delete_port_range(&host, &s(field(before, "project")?))
-                    .await?;
-            }
-            ("service", Action::Create | Action::Update) => {
+            PortChange::Service {
+                project,
+                service,
+                port,
+                prevent_destroy,
+            } => {
                 let alloc = PortAllocation {
                     host,
-                    project: s(field(after, "project")?),
-                    service: s(field(after, "service")?),
-                    port: port(field(after, "port")?),
+                    project,
+                    service,
+                    port: i32::from(port),
                 };
-                let port_changed =
-                    before.and_then(|b| b.get("port")) != after.and_then(|a| a.get("port"));
+                let moved = match &previous {
+                    Some(PortChange::Service { port: old, .. }) => *old != port,
+                    _ => true,
+                };
                 // An update whose allocation vanished (removed by hand) re-creates it.
-                let exists = change.action == Action::Update
-                    && (!port_changed || self.store.update_port_allocation(&alloc).await?);
+                let exists = previous.is_some()
+                    && (!moved || self.store.update_port_allocation(&alloc).await?);
                 if !exists {
                     self.store.insert_port_allocation(&alloc).await?;
                 }
-                let protect = field(after, "prevent_destroy")?.as_bool().unwrap_or(false);
-                if protect {
+                if prevent_destroy {
                     self.store
                         .upsert_managed(&ManagedObject {
                             provider: NAME.into(),
@@ -196,45 +260,15 @@ impl Provider for PortsProvider {
                     self.store.delete_managed(NAME, &change.address).await?;
                 }
             }
-            ("service", Action::Delete) => {
-                self.store
-                    .delete_port_allocation(
-                        &host,
-                        &s(field(before, "project")?),
-                        &s(field(before, "service")?),
-                    )
-                    .await?;
-                self.store.delete_managed(NAME, &change.address).await?;
-            }
-            ("shared", Action::Create) => {
-                self.store
-                    .insert_shared_port(&SharedPort {
-                        host,
-                        name: s(field(after, "name")?),
-                        port: port(field(after, "port")?),
-                    })
-                    .await?
-            }
-            ("shared", Action::Update) => {
-                self.store
-                    .update_shared_port(&SharedPort {
-                        host,
-                        name: s(field(after, "name")?),
-                        port: port(field(after, "port")?),
-                    })
-                    .await?;
-            }
-            ("shared", Action::Delete) => {
-                self.store
-                    .delete_shared_port(&host, &s(field(before, "name")?))
-                    .await?;
-            }
-            (k, a) => {
-                return Err(ProviderError::Failed(format!(
-                    "{}: cannot {} a `{k}`",
-                    change.address,
-                    a.as_str()
-                )));
+            PortChange::Shared { name, port } => {
+                let shared = SharedPort {
+                    host,
+                    name,
+                    port: i32::from(port),
+                };
+                if previous.is_none() || !self.store.update_shared_port(&shared).await? {
+                    self.store.insert_shared_port(&shared).await?;
+                }
             }
         }
         Ok(())
@@ -250,8 +284,37 @@ fn range_text(lo: u16, hi: u16) -> String {
     format!("{lo}–{hi}")
 }
 
+/// A ports change for the plan.
+fn port_change(
+    address: String,
+    action: Action,
+    project: Option<&str>,
+    before: Option<&PortChange>,
+    after: Option<&PortChange>,
+    summary: String,
+) -> Change {
+    Change {
+        address,
+        provider: NAME.into(),
+        action,
+        project: project.map(str::to_string),
+        before: before.map(to_payload),
+        after: after.map(to_payload),
+        summary,
+        drifted: false,
+        disruptive: false,
+        diff: None,
+        requires: Vec::new(),
+    }
+}
+
 /// Desired state against the observed registry → ordered changes (deletes, blocks, shared, moves in
 /// dependency order, creates), warnings and errors. Pure.
+///
+/// Rules: a project keeps its block unless it pins another one; a pin never takes a block that another
+/// declared project holds (that is an error naming the holder — one project's edit can never move
+/// another's ports); a service keeps its port unless pinned elsewhere or outside its block. Moving a
+/// port (or a block) is disruptive: whatever listens on the old port stops being reachable there.
 pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
     let settings = desired.ports;
     let reg = &observed.registry;
@@ -263,6 +326,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
     let mut shared_changes = Vec::new();
     let mut updates: Vec<(Change, u16, Option<u16>)> = Vec::new(); // (change, new port, old port)
     let mut creates = Vec::new();
+    let mut planned = BTreeMap::new();
 
     let observed_blocks: HashMap<&str, &PortRange> =
         reg.ranges.iter().map(|r| (r.project.as_str(), r)).collect();
@@ -271,37 +335,59 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
         .iter()
         .map(|a| ((a.project.as_str(), a.service.as_str()), a))
         .collect();
-
-    // Blocks that stay taken during this plan: pinned ones, and kept observed ones.
-    let mut taken_blocks: BTreeSet<u16> = BTreeSet::new();
-    // Blocks freed by this plan are not reused by it.
-    for r in &reg.ranges {
-        taken_blocks.insert(r.start_port as u16);
-    }
-    for p in desired.projects.values() {
-        if let Some(pr) = p.port_range {
-            taken_blocks.insert(pr);
-        }
-    }
-
-    // 1. Blocks. A pin wins over a block an unpinned project holds now (that project moves).
-    let pinned_blocks: HashMap<u16, &str> = desired
-        .projects
-        .values()
-        .filter_map(|p| p.port_range.map(|r| (r, p.name.as_str())))
+    // Who holds each block now.
+    let holders: HashMap<u16, &str> = reg
+        .ranges
+        .iter()
+        .map(|r| (r.start_port as u16, r.project.as_str()))
         .collect();
+
+    // Blocks that stay taken during this plan: every observed one (a block freed by this plan is not
+    // handed out again by it) and every pinned one.
+    let mut taken_blocks: BTreeSet<u16> = holders.keys().copied().collect();
+    taken_blocks.extend(desired.projects.values().filter_map(|p| p.port_range));
+
+    // 1. Blocks.
     let mut blocks: BTreeMap<&str, Block> = BTreeMap::new();
     let mut block_moves: Vec<(Change, u16, Option<u16>)> = Vec::new();
     for p in desired.projects.values() {
-        let current = observed_blocks.get(p.name.as_str());
-        let keep_current = current.map(|r| r.start_port as u16).filter(|start| {
-            pinned_blocks
-                .get(start)
-                .is_none_or(|owner| *owner == p.name)
+        out.resources.push(Resource {
+            address: block_address(&p.name),
+            provider: NAME.into(),
+            project: Some(p.name.clone()),
         });
-        let (lo, reason) = match (p.port_range, keep_current) {
-            (Some(pr), _) => (Some(pr), "pinned".to_string()),
-            (None, Some(start)) => (Some(start), "kept".to_string()),
+        let current = observed_blocks.get(p.name.as_str());
+        let mut requires = Vec::new();
+        let (lo, reason) = match (p.port_range, current) {
+            (Some(pin), _) => match holders.get(&pin) {
+                // The holder stays unless it pins another block itself.
+                Some(holder)
+                    if *holder != p.name
+                        && desired
+                            .projects
+                            .get(*holder)
+                            .is_some_and(|h| h.port_range.is_none_or(|r| r == pin)) =>
+                {
+                    out.errors.push(Notice {
+                        provider: NAME.into(),
+                        address: Some(block_address(&p.name)),
+                        project: Some(p.name.clone()),
+                        message: format!(
+                            "project `{}` pins port_range {pin}, but project `{holder}` holds the block {}; give `{holder}` another port_range (or remove it) and apply first",
+                            p.name,
+                            range_text(pin, pin.saturating_add(settings.block - 1))
+                        ),
+                    });
+                    continue;
+                }
+                Some(holder) if *holder != p.name => {
+                    // The holder is being removed or moves to its own pin: its block is freed first.
+                    requires.push(block_address(holder));
+                    (Some(pin), "pinned".to_string())
+                }
+                _ => (Some(pin), "pinned".to_string()),
+            },
+            (None, Some(r)) => (Some(r.start_port as u16), "kept".to_string()),
             (None, None) => {
                 let mut candidate = None;
                 let mut start = u32::from(settings.projects_start);
@@ -312,15 +398,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
                     }
                     start += u32::from(settings.block);
                 }
-                let reason = match current {
-                    Some(r) => format!(
-                        "next free; {} is pinned by `{}`",
-                        r.start_port,
-                        pinned_blocks[&(r.start_port as u16)]
-                    ),
-                    None => "next free".to_string(),
-                };
-                (candidate, reason)
+                (candidate, "next free".to_string())
             }
         };
         let Some(lo) = lo else {
@@ -339,67 +417,69 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
         };
         taken_blocks.insert(lo);
         let hi = lo + (settings.block - 1);
-        let after = json!({"kind": "block", "project": p.name, "start": lo, "end": hi});
+        let after = PortChange::Block {
+            project: p.name.clone(),
+            start: lo,
+            end: hi,
+        };
         match current {
-            None => block_moves.push((
-                Change {
-                    address: block_address(&p.name),
-                    provider: NAME.into(),
-                    action: Action::Create,
-                    project: Some(p.name.clone()),
-                    before: None,
-                    after: Some(after),
-                    summary: format!("block {} ({reason})", range_text(lo, hi)),
-                    drifted: false,
-                    disruptive: false,
-                    diff: None,
-                },
-                lo,
-                None,
-            )),
-            Some(r) if r.start_port as u16 != lo || r.end_port as u16 != hi => block_moves.push((
-                Change {
-                    address: block_address(&p.name),
-                    provider: NAME.into(),
-                    action: Action::Update,
-                    project: Some(p.name.clone()),
-                    before: Some(json!({"kind": "block", "project": p.name, "start": r.start_port, "end": r.end_port})),
-                    after: Some(after),
-                    summary: format!(
+            None => {
+                let mut c = port_change(
+                    block_address(&p.name),
+                    Action::Create,
+                    Some(&p.name),
+                    None,
+                    Some(&after),
+                    format!("block {} ({reason})", range_text(lo, hi)),
+                );
+                c.requires = requires;
+                block_moves.push((c, lo, None));
+            }
+            Some(r) if r.start_port as u16 != lo || r.end_port as u16 != hi => {
+                let before = PortChange::Block {
+                    project: p.name.clone(),
+                    start: r.start_port as u16,
+                    end: r.end_port as u16,
+                };
+                let mut c = port_change(
+                    block_address(&p.name),
+                    Action::Update,
+                    Some(&p.name),
+                    Some(&before),
+                    Some(&after),
+                    format!(
                         "block {} → {} ({reason})",
                         range_text(r.start_port as u16, r.end_port as u16),
                         range_text(lo, hi)
                     ),
-                    drifted: false,
-                    disruptive: false,
-                    diff: None,
-                },
-                lo,
-                Some(r.start_port as u16),
-            )),
+                );
+                c.requires = requires;
+                // The project's services move with their block.
+                c.disruptive = reg.allocations.iter().any(|a| a.project == p.name);
+                block_moves.push((c, lo, Some(r.start_port as u16)));
+            }
             Some(_) => {}
         }
         blocks.insert(&p.name, Block { lo, hi });
-        out.resources.push(Resource {
-            address: block_address(&p.name),
-            provider: NAME.into(),
-            project: Some(p.name.clone()),
-        });
     }
     for r in &reg.ranges {
         if !desired.projects.contains_key(&r.project) {
-            deletes.push(Change {
-                address: block_address(&r.project),
-                provider: NAME.into(),
-                action: Action::Delete,
-                project: Some(r.project.clone()),
-                before: Some(json!({"kind": "block", "project": r.project, "start": r.start_port, "end": r.end_port})),
-                after: None,
-                summary: format!("block {} (freed)", range_text(r.start_port as u16, r.end_port as u16)),
-                drifted: false,
-                disruptive: false,
-                diff: None,
-            });
+            let before = PortChange::Block {
+                project: r.project.clone(),
+                start: r.start_port as u16,
+                end: r.end_port as u16,
+            };
+            deletes.push(port_change(
+                block_address(&r.project),
+                Action::Delete,
+                Some(&r.project),
+                Some(&before),
+                None,
+                format!(
+                    "block {} (freed)",
+                    range_text(r.start_port as u16, r.end_port as u16)
+                ),
+            ));
         }
     }
 
@@ -476,6 +556,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
             let Some((port, reason)) = assigned.get(s.name.as_str()) else {
                 continue;
             };
+            planned.insert((p.name.clone(), s.name.clone()), *port);
             let address = service_address(&p.name, &s.name);
             out.resources.push(Resource {
                 address: address.clone(),
@@ -483,23 +564,21 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
                 project: Some(p.name.clone()),
             });
             let protected_now = observed.protected.contains(&address);
-            let after = json!({
-                "kind": "service", "project": p.name, "service": s.name, "port": port,
-                "prevent_destroy": s.prevent_destroy,
-            });
+            let after = PortChange::Service {
+                project: p.name.clone(),
+                service: s.name.clone(),
+                port: *port,
+                prevent_destroy: s.prevent_destroy,
+            };
             match observed_allocs.get(&(p.name.as_str(), s.name.as_str())) {
-                None => creates.push(Change {
+                None => creates.push(port_change(
                     address,
-                    provider: NAME.into(),
-                    action: Action::Create,
-                    project: Some(p.name.clone()),
-                    before: None,
-                    after: Some(after),
-                    summary: format!("port {port} ({reason})"),
-                    drifted: false,
-                    disruptive: false,
-                    diff: None,
-                }),
+                    Action::Create,
+                    Some(&p.name),
+                    None,
+                    Some(&after),
+                    format!("port {port} ({reason})"),
+                )),
                 Some(a) if a.port as u16 != *port || protected_now != s.prevent_destroy => {
                     let old = a.port as u16;
                     let mut parts = Vec::new();
@@ -517,25 +596,22 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
                             s.prevent_destroy
                         ));
                     }
-                    updates.push((
-                        Change {
-                            address,
-                            provider: NAME.into(),
-                            action: Action::Update,
-                            project: Some(p.name.clone()),
-                            before: Some(json!({
-                                "kind": "service", "project": p.name, "service": s.name, "port": old,
-                                "prevent_destroy": protected_now,
-                            })),
-                            after: Some(after),
-                            summary: parts.join(", "),
-                            drifted: false,
-                            disruptive: false,
-                            diff: None,
-                        },
-                        *port,
-                        (old != *port).then_some(old),
-                    ));
+                    let before = PortChange::Service {
+                        project: p.name.clone(),
+                        service: s.name.clone(),
+                        port: old,
+                        prevent_destroy: protected_now,
+                    };
+                    let mut c = port_change(
+                        address,
+                        Action::Update,
+                        Some(&p.name),
+                        Some(&before),
+                        Some(&after),
+                        parts.join(", "),
+                    );
+                    c.disruptive = old != *port;
+                    updates.push((c, *port, (old != *port).then_some(old)));
                 }
                 Some(_) => {}
             }
@@ -546,7 +622,8 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
             continue;
         }
         let address = service_address(&a.project, &a.service);
-        if observed.protected.contains(&address) {
+        let protected = observed.protected.contains(&address);
+        if protected {
             out.errors.push(Notice {
                 provider: NAME.into(),
                 address: Some(address.clone()),
@@ -557,21 +634,20 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
                 ),
             });
         }
-        deletes.push(Change {
+        let before = PortChange::Service {
+            project: a.project.clone(),
+            service: a.service.clone(),
+            port: a.port as u16,
+            prevent_destroy: protected,
+        };
+        deletes.push(port_change(
             address,
-            provider: NAME.into(),
-            action: Action::Delete,
-            project: Some(a.project.clone()),
-            before: Some(json!({
-                "kind": "service", "project": a.project, "service": a.service, "port": a.port,
-                "prevent_destroy": observed.protected.contains(&service_address(&a.project, &a.service)),
-            })),
-            after: None,
-            summary: format!("port {} (freed)", a.port),
-            drifted: false,
-            disruptive: false,
-            diff: None,
-        });
+            Action::Delete,
+            Some(&a.project),
+            Some(&before),
+            None,
+            format!("port {} (freed)", a.port),
+        ));
     }
 
     // 3. Shared services.
@@ -583,40 +659,39 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
             provider: NAME.into(),
             project: None,
         });
-        let after = json!({"kind": "shared", "name": s.name, "port": s.port});
+        let after = PortChange::Shared {
+            name: s.name.clone(),
+            port: s.port,
+        };
         match observed_shared.get(s.name.as_str()) {
             None => shared_changes.push((
-                Change {
-                    address: shared_address(&s.name),
-                    provider: NAME.into(),
-                    action: Action::Create,
-                    project: None,
-                    before: None,
-                    after: Some(after),
-                    summary: format!("port {} (shared service)", s.port),
-                    drifted: false,
-                    disruptive: false,
-                    diff: None,
-                },
+                port_change(
+                    shared_address(&s.name),
+                    Action::Create,
+                    None,
+                    None,
+                    Some(&after),
+                    format!("port {} (shared service)", s.port),
+                ),
                 s.port,
                 None,
             )),
-            Some(o) if o.port as u16 != s.port => shared_changes.push((
-                Change {
-                    address: shared_address(&s.name),
-                    provider: NAME.into(),
-                    action: Action::Update,
-                    project: None,
-                    before: Some(json!({"kind": "shared", "name": s.name, "port": o.port})),
-                    after: Some(after),
-                    summary: format!("port {} → {} (shared service)", o.port, s.port),
-                    drifted: false,
-                    disruptive: false,
-                    diff: None,
-                },
-                s.port,
-                Some(o.port as u16),
-            )),
+            Some(o) if o.port as u16 != s.port => {
+                let before = PortChange::Shared {
+                    name: s.name.clone(),
+                    port: o.port as u16,
+                };
+                let mut c = port_change(
+                    shared_address(&s.name),
+                    Action::Update,
+                    None,
+                    Some(&before),
+                    Some(&after),
+                    format!("port {} → {} (shared service)", o.port, s.port),
+                );
+                c.disruptive = true;
+                shared_changes.push((c, s.port, Some(o.port as u16)));
+            }
             Some(_) => {}
         }
     }
@@ -627,23 +702,22 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
         .collect();
     for o in &reg.shared {
         if !wanted_shared.contains(o.name.as_str()) {
-            deletes.push(Change {
-                address: shared_address(&o.name),
-                provider: NAME.into(),
-                action: Action::Delete,
-                project: None,
-                before: Some(json!({"kind": "shared", "name": o.name, "port": o.port})),
-                after: None,
-                summary: format!("port {} (shared service, freed)", o.port),
-                drifted: false,
-                disruptive: false,
-                diff: None,
-            });
+            let before = PortChange::Shared {
+                name: o.name.clone(),
+                port: o.port as u16,
+            };
+            deletes.push(port_change(
+                shared_address(&o.name),
+                Action::Delete,
+                None,
+                Some(&before),
+                None,
+                format!("port {} (shared service, freed)", o.port),
+            ));
         }
     }
     // 4. Order: service deletes before block deletes; moves so that a port is vacated before it is taken.
-    let is_block =
-        |c: &Change| c.before.as_ref().and_then(|b| b.get("kind")) == Some(&json!("block"));
+    let is_block = |c: &Change| c.address.matches('/').count() == 1;
     deletes.sort_by(|a, b| (is_block(a), &a.address).cmp(&(is_block(b), &b.address)));
     let ordered_blocks = order_moves(block_moves, &mut out.errors);
     let ordered_updates = order_moves(updates, &mut out.errors);
@@ -654,42 +728,8 @@ pub fn diff(desired: &Desired, observed: &Observed) -> ProviderPlan {
         .extend(order_moves(shared_changes, &mut out.errors));
     out.changes.extend(ordered_updates);
     out.changes.extend(creates);
+    out.outputs.insert(PlannedPorts(planned));
     out
-}
-
-/// Each service's port once `desired` is applied to `observed`: allocations kept, moved or created by
-/// the plan (for providers that point at ports, like tunnel ingress, which must agree with the ports
-/// this same plan hands out). Services the plan cannot place are absent. Pure.
-pub fn planned_ports(desired: &Desired, observed: &Observed) -> BTreeMap<(String, String), u16> {
-    let mut ports: BTreeMap<(String, String), u16> = observed
-        .registry
-        .allocations
-        .iter()
-        .map(|a| ((a.project.clone(), a.service.clone()), a.port as u16))
-        .collect();
-    for c in diff(desired, observed).changes {
-        let v = c.after.as_ref().or(c.before.as_ref());
-        let Some(v) = v.filter(|v| v.get("kind") == Some(&json!("service"))) else {
-            continue;
-        };
-        let key = (
-            v["project"].as_str().unwrap_or_default().to_string(),
-            v["service"].as_str().unwrap_or_default().to_string(),
-        );
-        match (
-            c.action,
-            v["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
-        ) {
-            (Action::Delete, _) => {
-                ports.remove(&key);
-            }
-            (_, Some(port)) => {
-                ports.insert(key, port);
-            }
-            (_, None) => {}
-        }
-    }
-    ports
 }
 
 /// Orders moves (of service ports or of blocks, keyed by port) so each one's target is vacated first;
@@ -743,7 +783,30 @@ fn order_moves(updates: Vec<(Change, u16, Option<u16>)>, errors: &mut Vec<Notice
             done[i] = true;
         }
     }
-    let mut slots: Vec<Option<Change>> = updates.into_iter().map(|(c, _, _)| Some(c)).collect();
+    // Each move needs the move that vacates its target first (a scoped plan that leaves it out is
+    // refused by the engine).
+    let vacating: Vec<Option<String>> = updates
+        .iter()
+        .enumerate()
+        .map(|(i, (_, target, _))| {
+            vacates
+                .get(target)
+                .filter(|&&j| j != i)
+                .map(|&j| updates[j].0.address.clone())
+        })
+        .collect();
+    let mut slots: Vec<Option<Change>> = updates
+        .into_iter()
+        .zip(vacating)
+        .map(|((mut c, _, _), needs)| {
+            if let Some(n) = needs
+                && !c.requires.contains(&n)
+            {
+                c.requires.push(n);
+            }
+            Some(c)
+        })
+        .collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
@@ -945,6 +1008,98 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_never_takes_a_block_another_project_holds() {
+        let d = desired(vec![
+            project("consilio", None, &[("api", None)]),
+            project("notes", None, &[("app", None), ("search", None)]),
+        ]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        apply_to(&mut obs, &first); // consilio 3000–3099, notes 3100–3199
+        let d2 = desired(vec![
+            project("consilio", Some(3100), &[("api", None)]),
+            project("notes", None, &[("app", None), ("search", None)]),
+        ]);
+        let plan = diff(&d2, &obs);
+        assert_eq!(
+            plan.errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "project `consilio` pins port_range 3100, but project `notes` holds the block 3100–3199; give `notes` another port_range (or remove it) and apply first"
+            ]
+        );
+        assert!(
+            plan.changes
+                .iter()
+                .all(|c| c.project.as_deref() != Some("notes")),
+            "{:?}",
+            summaries(&plan)
+        );
+        // Once notes is gone, its block may be pinned: the pin waits for the delete.
+        let d3 = desired(vec![project("consilio", Some(3100), &[("api", None)])]);
+        let plan = diff(&d3, &obs);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let block = plan
+            .changes
+            .iter()
+            .find(|c| c.address == "ports/consilio")
+            .unwrap();
+        assert_eq!(block.requires, ["ports/notes"]);
+        assert!(block.disruptive, "consilio's api moves with its block");
+        apply_to(&mut obs, &plan);
+        assert!(diff(&d3, &obs).changes.is_empty());
+    }
+
+    #[test]
+    fn moving_a_port_is_disruptive_and_needs_its_target_vacated_first() {
+        let d = desired(vec![project("a", Some(3000), &[("x", None), ("y", None)])]);
+        let mut obs = Observed::default();
+        let first = diff(&d, &obs);
+        assert!(first.changes.iter().all(|c| !c.disruptive));
+        apply_to(&mut obs, &first); // x=3000, y=3001
+        let d2 = desired(vec![project(
+            "a",
+            Some(3000),
+            &[("x", None), ("y", Some(3000))],
+        )]);
+        let plan = diff(&d2, &obs);
+        let by = |a: &str| plan.changes.iter().find(|c| c.address == a).unwrap();
+        assert!(by("ports/a/x").disruptive && by("ports/a/y").disruptive);
+        assert_eq!(by("ports/a/y").requires, ["ports/a/x"]);
+        assert!(by("ports/a/x").requires.is_empty());
+    }
+
+    #[test]
+    fn a_payload_that_does_not_parse_is_an_error_naming_the_address() {
+        let c = port_change(
+            "ports/a/x".into(),
+            Action::Create,
+            Some("a"),
+            None,
+            None,
+            String::new(),
+        );
+        let mut bad = c.clone();
+        bad.after = Some(json!({"kind": "service", "project": "a", "service": "x"}));
+        let err = payload::<PortChange>(&bad, bad.after.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ports/a/x: the change cannot be read (missing field `port`"),
+            "{err}"
+        );
+        let err = payload::<PortChange>(&c, c.after.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ports/a/x") && err.contains("missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn prevent_destroy_is_remembered_after_the_service_is_gone() {
         let mut p = project("a", None, &[("db", None)]);
         p.services[0].prevent_destroy = true;
@@ -974,9 +1129,16 @@ mod tests {
         let d = desired(vec![project("a", Some(3000), &[("x", None), ("y", None)])]);
         let mut obs = Observed::default();
         let first = diff(&d, &obs);
-        let planned = planned_ports(&d, &obs);
+        let planned = |d: &Desired, obs: &Observed| {
+            diff(d, obs)
+                .outputs
+                .get::<PlannedPorts>()
+                .cloned()
+                .unwrap()
+                .0
+        };
         assert_eq!(
-            planned.into_iter().collect::<Vec<_>>(),
+            planned(&d, &obs).into_iter().collect::<Vec<_>>(),
             [
                 (("a".into(), "x".into()), 3000),
                 (("a".into(), "y".into()), 3001)
@@ -985,7 +1147,7 @@ mod tests {
         apply_to(&mut obs, &first);
         let d2 = desired(vec![project("a", Some(3000), &[("y", Some(3005))])]);
         assert_eq!(
-            planned_ports(&d2, &obs).into_iter().collect::<Vec<_>>(),
+            planned(&d2, &obs).into_iter().collect::<Vec<_>>(),
             [(("a".into(), "y".into()), 3005)]
         );
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Notice, Provider, ProviderError, ProviderPlan, fingerprint};
+use crate::engine::{Notice, Outputs, Provider, ProviderError, ProviderPlan, fingerprint};
 use crate::state::Desired;
 use crate::store::{SecretFilter, SecretMeta, Store};
 
@@ -30,7 +30,11 @@ impl Provider for RequiredSecretsProvider {
         NAME
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+    async fn plan(
+        &self,
+        desired: &Desired,
+        _earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
         let present = self.store.list_secrets(&SecretFilter::default()).await?;
         let mut plan = diff(desired, &present, Utc::now());
         let seen: Vec<(&str, Option<DateTime<Utc>>, bool)> = present

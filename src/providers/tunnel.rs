@@ -32,7 +32,7 @@
 //!
 //! The diff ([`diff`]) and the merge ([`merge`]) are pure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,13 +44,14 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::cloudflare::{CloudflareApi, api_error, normalize_host, specificity};
-use super::ports::{self, PortsProvider};
+use super::ports::{self, PlannedPorts};
 use crate::clients::cloudflare::{IngressRule, TunnelConfig};
 use crate::engine::{
-    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    Action, Change, Notice, Outputs, Provider, ProviderError, ProviderPlan, Resource, fingerprint,
+    payload,
 };
 use crate::state::{Desired, Tunnel, TunnelMode};
-use crate::store::{DEFAULT_HOST, ManagedObject, Store};
+use crate::store::{ManagedObject, Store};
 
 pub const NAME: &str = "tunnel";
 /// The rendered `config.yml` (local mode).
@@ -81,24 +82,24 @@ pub struct DesiredRule {
     pub project: String,
     pub hostname: String,
     pub service: String,
+    /// The address of the port allocation the rule points at (applied first when it changes).
+    pub port_address: String,
 }
 
 /// The rules for every service hostname whose port is known (`ports`: the plan's ports), by hostname.
-pub fn desired_rules(
-    desired: &Desired,
-    ports: &BTreeMap<(String, String), u16>,
-) -> Vec<DesiredRule> {
+pub fn desired_rules(desired: &Desired, ports: &PlannedPorts) -> Vec<DesiredRule> {
     let mut out: Vec<DesiredRule> = desired
         .projects
         .values()
         .flat_map(|p| {
             p.services.iter().filter_map(move |s| {
                 let hostname = s.hostname.as_ref()?;
-                let port = ports.get(&(p.name.clone(), s.name.clone()))?;
+                let port = ports.get(&p.name, &s.name)?;
                 Some(DesiredRule {
                     project: p.name.clone(),
-                    hostname: normalize_host(hostname),
-                    service: service_url(*port),
+                    hostname: hostname.to_string(),
+                    service: service_url(port),
+                    port_address: ports::service_address(&p.name, &s.name),
                 })
             })
         })
@@ -468,6 +469,7 @@ pub fn diff(
         drifted: false,
         disruptive: false,
         diff: None,
+        requires: Vec::new(),
     };
     for r in wanted {
         let h = r.hostname.as_str();
@@ -588,6 +590,16 @@ pub fn diff(
     out.changes.extend(deletes);
     out.changes.extend(updates);
     out.changes.extend(creates);
+    // A rule pointing at a port this plan allocates or moves needs that change first.
+    let needs: HashMap<String, &str> = wanted
+        .iter()
+        .map(|r| (address(&r.hostname), r.port_address.as_str()))
+        .collect();
+    for c in &mut out.changes {
+        if let Some(port) = needs.get(&c.address) {
+            c.requires.push((*port).to_string());
+        }
+    }
 
     match (&settings.mode, &observed.local) {
         (TunnelMode::Local, Some(local)) => {
@@ -626,6 +638,7 @@ pub fn diff(
                     },
                     disruptive: false,
                     diff: unified_diff(old, &rendered, &format!("a{path}"), &format!("b{path}")),
+                    requires: Vec::new(),
                 });
             }
         }
@@ -651,6 +664,7 @@ pub fn diff(
                         "a/ingress",
                         "b/ingress",
                     ),
+                    requires: Vec::new(),
                 });
             }
         }
@@ -761,17 +775,6 @@ impl TunnelProvider {
                 })
             }
         }
-    }
-
-    /// The port each service gets in this run's plan (the ports provider's view of it).
-    async fn ports(
-        &self,
-        desired: &Desired,
-    ) -> Result<BTreeMap<(String, String), u16>, ProviderError> {
-        let observed = PortsProvider::new(self.store.clone(), DEFAULT_HOST)
-            .observe()
-            .await?;
-        Ok(ports::planned_ports(desired, &observed))
     }
 
     /// Writes the file, reloads, and puts the previous file back when the reload fails.
@@ -901,9 +904,18 @@ impl Provider for TunnelProvider {
         Some(format!("{mode}, tunnel {id}…"))
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
-        let ports = self.ports(desired).await?;
-        let wanted = desired_rules(desired, &ports);
+    async fn plan(
+        &self,
+        desired: &Desired,
+        earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
+        let ports = earlier.get::<PlannedPorts>().ok_or_else(|| {
+            ProviderError::Failed(
+                "tunnel ingress needs the ports provider's plan (it runs first); none was given"
+                    .into(),
+            )
+        })?;
+        let wanted = desired_rules(desired, ports);
         let observed = self.observe().await?;
         let mut plan = diff(&self.settings, &wanted, &observed, &self.adopt);
         let managed: Vec<(&str, Option<&str>, bool)> = observed
@@ -948,16 +960,7 @@ impl Provider for TunnelProvider {
                     removes.push(hostname);
                 }
                 _ => {
-                    let planned: PlannedRule = c
-                        .after
-                        .clone()
-                        .and_then(|v| serde_json::from_value(v).ok())
-                        .ok_or_else(|| {
-                            ProviderError::Failed(format!(
-                                "{}: the change lacks a valid `after` (corrupt plan?)",
-                                c.address
-                            ))
-                        })?;
+                    let planned: PlannedRule = payload(c, c.after.as_ref())?;
                     edits.push(RuleEdit::Upsert {
                         hostname: planned.hostname.clone(),
                         service: planned.service.clone(),
@@ -1087,6 +1090,7 @@ mod tests {
                 project: "shop".into(),
                 hostname: (*h).into(),
                 service: service_url(*p),
+                port_address: format!("ports/shop/{h}"),
             })
             .collect();
         v.sort_by(|a, b| a.hostname.cmp(&b.hostname));

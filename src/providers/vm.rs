@@ -44,8 +44,8 @@ use crate::clients::google::GoogleError;
 use crate::clients::google::compute::{Instance, status};
 use crate::clients::google::operations::wait_zone_operation;
 use crate::engine::{
-    Action, Change, Notice, Provider, ProviderError, ProviderPlan, Resource, RunContext,
-    fingerprint,
+    Action, Change, Notice, Outputs, Provider, ProviderError, ProviderPlan, Resource, RunContext,
+    fingerprint, payload,
 };
 use crate::state::{Desired, Vm};
 use crate::store::{ManagedObject, Store};
@@ -323,6 +323,7 @@ pub fn diff(observed: &[ObservedVm]) -> ProviderPlan {
             drifted,
             disruptive,
             diff: None,
+            requires: Vec::new(),
         });
     }
     out.changes.sort_by(|a, b| a.address.cmp(&b.address));
@@ -480,19 +481,7 @@ impl VmProvider {
 
     async fn carry_out(&self, change: &Change, run: &RunContext) -> Result<(), ProviderError> {
         let addr = change.address.clone();
-        let payload: VmChange = change
-            .after
-            .clone()
-            .ok_or_else(|| {
-                ProviderError::Failed(format!("{addr}: the change has no payload (corrupt plan?)"))
-            })
-            .and_then(|v| {
-                serde_json::from_value(v).map_err(|e| {
-                    ProviderError::Failed(format!(
-                        "{addr}: the change's payload is not a VM change ({e}); the plan is corrupt or from another version"
-                    ))
-                })
-            })?;
+        let payload: VmChange = payload(change, change.after.as_ref())?;
         let instance = payload.instance().clone();
         let existing = self.records().await?.remove(&addr);
         let (instance_id, mut record) = existing.unwrap_or_default();
@@ -803,7 +792,11 @@ impl Provider for VmProvider {
         ))
     }
 
-    async fn plan(&self, desired: &Desired) -> Result<ProviderPlan, ProviderError> {
+    async fn plan(
+        &self,
+        desired: &Desired,
+        _earlier: &Outputs,
+    ) -> Result<ProviderPlan, ProviderError> {
         let observed = self.observe(desired).await?;
         let mut plan = diff(&observed);
         let seen: BTreeMap<&str, (&Option<InstanceState>, Option<&ResizeRecord>)> = observed

@@ -297,6 +297,34 @@ pub enum Expiry {
     At(DateTime<Utc>),
 }
 
+impl Expiry {
+    /// Parses an expiry as people and agents write it: an RFC 3339 time (`2027-01-31T00:00:00Z`), a date
+    /// (`2027-01-31`, midnight UTC), a number of days from `now` (`90d`) or `never`.
+    pub fn parse(text: &str, now: DateTime<Utc>) -> Result<Expiry, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("never") {
+            return Ok(Expiry::Never);
+        }
+        if let Some(days) = t.strip_suffix('d')
+            && let Ok(days) = days.parse::<u32>()
+        {
+            return Ok(Expiry::At(now + chrono::Duration::days(i64::from(days))));
+        }
+        if let Ok(at) = DateTime::parse_from_rfc3339(t) {
+            return Ok(Expiry::At(at.with_timezone(&Utc)));
+        }
+        if let Ok(day) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            && let Some(midnight) = day.and_hms_opt(0, 0, 0)
+        {
+            return Ok(Expiry::At(midnight.and_utc()));
+        }
+        Err(format!(
+            "`{}` is not an expiry: use an RFC 3339 time (2027-01-31T00:00:00Z), a date (2027-01-31), a number of days (90d) or `never`",
+            t.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SetOptions {
     /// `None` keeps the existing description.
@@ -366,7 +394,7 @@ pub struct RotationReport {
 }
 
 /// Counts for `doctor` and `status`; needs no key.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct VaultHealth {
     pub total: usize,
     pub expired: Vec<String>,
@@ -375,8 +403,20 @@ pub struct VaultHealth {
 
 /// Counts expired and rotation-required secrets (paths only).
 pub async fn health(store: &dyn Store) -> Result<VaultHealth, StoreError> {
+    health_of(store, None).await
+}
+
+/// Like [`health`], for the secrets of one project (`project/<p>/…`, `service/<p>/…`) when given.
+pub async fn health_of(
+    store: &dyn Store,
+    project: Option<&str>,
+) -> Result<VaultHealth, StoreError> {
     let now = Utc::now();
-    let all = store.list_secrets(&SecretFilter::default()).await?;
+    let filter = SecretFilter {
+        project: project.map(str::to_string),
+        ..Default::default()
+    };
+    let all = store.list_secrets(&filter).await?;
     Ok(VaultHealth {
         total: all.len(),
         expired: all

@@ -23,9 +23,9 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::Runtime;
 use crate::mcp::auth::{self, Principal};
 use crate::mcp::{Endpoint, McpServer};
+use crate::ops::Runtime;
 
 type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 

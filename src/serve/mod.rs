@@ -2,6 +2,4 @@
 //! reconcile loop that keeps reality converged.
 
 pub mod http;
-pub mod metrics;
 pub mod reconcile;
-pub mod runtime;

@@ -1,11 +1,18 @@
 //! The reconcile loop. Level-triggered: a file event or an MCP edit only *wakes* the loop, which then
 //! re-reads `state/` and re-plans from scratch; a periodic resync catches drift nobody announced.
-//! One run at a time; errors back off exponentially (1 s doubling to 5 min); `auto_apply` applies safe
-//! plans and leaves unsafe ones for a human (visible in `/health`, `status` and `project_status`).
+//! One run at a time; `auto_apply` applies safe plans and leaves unsafe ones for a human (visible in
+//! `/health`, `status` and `project_status`).
+//!
+//! Errors choose the delay (kube-rs's error policy): an API's `Retry-After` is honoured as given;
+//! failures that pass by themselves (server errors, timeouts, the database) back off from 1 s doubling
+//! to 5 min; failures that need someone to change something (authentication, a rejected request,
+//! invalid state) back off from 30 s — a file change wakes the loop at once anyway.
 //!
 //! Several `serve` processes may share one PostgreSQL: only the leader (the holder of an advisory lock
 //! on its own connection) reconciles; the others retry leadership every 2 s, so a dead leader is
-//! replaced within seconds. All of them serve MCP.
+//! replaced within seconds. All of them serve MCP, and all of them reload `state/` on every file change
+//! (and at each leadership retry), so every process answers from the current desired state within
+//! seconds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +21,8 @@ use chrono::Utc;
 use notify_debouncer_full::notify::RecursiveMode;
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::Runtime;
-use crate::engine::Scope;
+use crate::engine::{RetryHint, Scope};
+use crate::ops::{self, ApplyOutcome, ApplyRequest, Refusal, Runtime, Unattended};
 use crate::store::ApplyLock;
 
 #[derive(Debug, Clone)]
@@ -27,7 +34,20 @@ pub struct LoopConfig {
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_NEEDS_CHANGE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before the next run after a failure: chosen by the error when it says, else doubling from
+/// where its kind starts.
+fn next_delay(previous: Option<Duration>, hint: Option<RetryHint>) -> Duration {
+    match hint {
+        Some(RetryHint::After(d)) => d.clamp(BACKOFF_START, BACKOFF_MAX),
+        Some(RetryHint::NeedsChange) => previous
+            .map_or(BACKOFF_NEEDS_CHANGE, |b| (b * 2).max(BACKOFF_NEEDS_CHANGE))
+            .min(BACKOFF_MAX),
+        Some(RetryHint::Soon) | None => previous.map_or(BACKOFF_START, |b| b * 2).min(BACKOFF_MAX),
+    }
+}
 
 /// Watches `state/` and wakes the loop on every change (debounced). The returned guard stops watching
 /// when dropped.
@@ -44,8 +64,13 @@ pub fn watch(runtime: Arc<Runtime>, debounce: Duration) -> Result<impl Drop, Str
                     .iter()
                     .any(|e| !e.kind.is_access() && !e.paths.iter().all(|p| is_noise(p)))
                 {
+                    // Every process reloads (followers answer MCP from it); the leader also
+                    // reconciles.
                     let rt = rt.clone();
-                    handle.spawn(async move { rt.wake.notify_one() });
+                    handle.spawn(async move {
+                        rt.reload().await;
+                        rt.wake.notify_one();
+                    });
                 }
             }
         },
@@ -64,27 +89,39 @@ fn is_noise(path: &std::path::Path) -> bool {
 }
 
 /// One reconcile: reload desired state (keeping the last good one if the files are invalid), plan,
-/// and apply when allowed. Returns whether it succeeded (for backoff).
-pub async fn run_once(rt: &Runtime, auto_apply: bool) -> bool {
+/// and apply when allowed. Returns `Err(hint)` when it failed (the hint chooses the retry delay).
+pub async fn run_once(rt: &Runtime, auto_apply: bool) -> Result<(), Option<RetryHint>> {
     let started = Instant::now();
     rt.reload().await;
     let desired_error = rt.desired_error().await;
-    let actor = if auto_apply {
-        "serve:auto-apply"
-    } else {
-        "serve"
-    };
     let outcome = if auto_apply {
-        rt.apply_safe(&Scope::default(), actor)
+        let request = ApplyRequest::unattended(Scope::default(), "serve:auto-apply");
+        ops::apply(rt, request, &mut Unattended)
             .await
-            .map(|(plan, refused)| match refused {
-                Some(why) => (Some(plan.summary), vec![why]),
-                None => (None, Vec::new()),
+            .and_then(|outcome| match outcome {
+                ApplyOutcome::NothingToDo { .. } => Ok((None, Vec::new(), "ok")),
+                ApplyOutcome::Refused { plan, refusal } => {
+                    let state = match refusal {
+                        Refusal::PlanHasErrors(_) => "blocked",
+                        _ => "waiting",
+                    };
+                    Ok((Some(plan.summary), vec![refusal.to_string()], state))
+                }
+                ApplyOutcome::Applied { report, .. } => match report.failed {
+                    Some(message) => Err(ops::OpsError::ApplyFailed {
+                        message,
+                        retry: report.retry,
+                    }),
+                    None => Ok((None, Vec::new(), "ok")),
+                },
             })
     } else {
-        rt.plan(&Scope::default(), actor).await.map(|plan| {
-            if plan.is_empty() {
-                (None, Vec::new())
+        rt.plan(&Scope::default(), "serve").await.map(|plan| {
+            if !plan.errors.is_empty() {
+                let list = plan.errors.iter().map(|e| e.message.clone()).collect();
+                (Some(plan.summary), list, "blocked")
+            } else if plan.is_empty() {
+                (None, Vec::new(), "ok")
             } else {
                 (
                     Some(plan.summary),
@@ -92,44 +129,43 @@ pub async fn run_once(rt: &Runtime, auto_apply: bool) -> bool {
                         "auto_apply is off: run `supervisor apply` (or the apply_plan tool)"
                             .to_string(),
                     ],
+                    "waiting",
                 )
             }
         })
     };
-    let ok = outcome.is_ok();
     let took = started.elapsed();
-    rt.metrics.reconcile(took, ok && desired_error.is_none());
+    rt.metrics
+        .reconcile(took, outcome.is_ok() && desired_error.is_none());
     let mut status = rt.status.write().await;
     status.runs += 1;
     status.last_run_at = Some(Utc::now());
-    match outcome {
-        Ok((pending, waiting)) => {
+    let result = match outcome {
+        Ok((pending, waiting, state)) => {
             status.pending = pending;
-            status.last_result = Some(if waiting.is_empty() {
-                "ok".into()
-            } else {
-                "waiting".into()
-            });
+            status.last_result = Some(state.into());
             status.waiting_for_human = waiting;
             status.last_error = desired_error.as_ref().map(|e| e.message.clone());
             if desired_error.is_some() {
                 status.errors += 1;
                 status.last_result = Some("invalid_state".into());
             }
+            Ok(())
         }
         Err(e) => {
             tracing::warn!(error = %e, "reconcile failed");
             status.errors += 1;
             status.last_result = Some("error".into());
             status.last_error = Some(e.to_string());
+            Err(e.retry_hint())
         }
-    }
+    };
     tracing::info!(
         took_ms = took.as_millis() as u64,
         result = status.last_result.as_deref().unwrap_or(""),
         "reconciled"
     );
-    ok
+    result
 }
 
 /// Waits for the next reason to reconcile: a wake-up (then lets the burst settle), the resync interval,
@@ -186,7 +222,10 @@ async fn acquire_leadership(
                 rt.status.write().await.leader = true;
                 return Some(lock);
             }
+            // A follower keeps its desired state current even when no file event arrives (another
+            // host's checkout, a filesystem without notifications).
             Ok(None) => {
+                rt.reload().await;
                 rt.status
                     .write()
                     .await
@@ -220,15 +259,44 @@ async fn lead(
         if !lock.is_alive().await {
             return true;
         }
-        if run_once(rt, cfg.auto_apply).await {
-            backoff = None;
-        } else {
-            let next = backoff.map_or(BACKOFF_START, |b| (b * 2).min(BACKOFF_MAX));
-            tracing::info!(
-                retry_in_s = next.as_secs(),
-                "backing off after a failed reconcile"
-            );
-            backoff = Some(next);
+        match run_once(rt, cfg.auto_apply).await {
+            Ok(()) => {
+                backoff = None;
+                rt.status.write().await.retry_in_seconds = None;
+            }
+            Err(hint) => {
+                let next = next_delay(backoff, hint);
+                tracing::info!(
+                    retry_in_s = next.as_secs(),
+                    "backing off after a failed reconcile"
+                );
+                rt.status.write().await.retry_in_seconds = Some(next.as_secs());
+                backoff = Some(next);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_choose_the_delay() {
+        let s = Duration::from_secs;
+        assert_eq!(next_delay(None, Some(RetryHint::After(s(17)))), s(17));
+        assert_eq!(
+            next_delay(Some(s(4)), Some(RetryHint::After(s(3600)))),
+            BACKOFF_MAX
+        );
+        assert_eq!(next_delay(None, Some(RetryHint::Soon)), s(1));
+        assert_eq!(next_delay(Some(s(8)), Some(RetryHint::Soon)), s(16));
+        assert_eq!(next_delay(None, None), s(1));
+        assert_eq!(next_delay(None, Some(RetryHint::NeedsChange)), s(30));
+        assert_eq!(next_delay(Some(s(2)), Some(RetryHint::NeedsChange)), s(30));
+        assert_eq!(
+            next_delay(Some(s(200)), Some(RetryHint::NeedsChange)),
+            BACKOFF_MAX
+        );
     }
 }

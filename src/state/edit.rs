@@ -69,21 +69,45 @@ pub struct Edited {
     pub changed: bool,
 }
 
-/// Edits within one process are serialized; the revision check guards against everyone else.
+/// Edits within one process are serialized by this mutex, and across processes (several `serve`s on one
+/// state directory) by an exclusive lock on `<state>/.edit.lock`: each edit reads, checks and writes with
+/// nobody else in between. The revision check guards against edits based on an older reading.
 static EDIT: Mutex<()> = Mutex::new(());
+
+/// The name of the cross-process edit lock file in the state directory.
+pub const EDIT_LOCK_FILE: &str = ".edit.lock";
+
+fn lock_edits(dir: &Path) -> Result<std::fs::File, EditError> {
+    let path = dir.join(EDIT_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| EditError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    file.lock()
+        .map_err(|source| EditError::Write { path, source })?;
+    Ok(file)
+}
 
 fn edit_project(
     dir: &Path,
     name: &str,
-    expected_revision: &str,
+    expected_revision: Option<&str>,
     change: impl FnOnce(Option<Project>) -> Result<Project, EditError>,
 ) -> Result<Edited, EditError> {
     let _serial = EDIT.lock().unwrap_or_else(|e| e.into_inner());
+    let _across = lock_edits(dir)?;
     let sources = Sources::read(dir).map_err(EditError::Invalid)?;
     let actual = sources.revision();
-    if actual != expected_revision {
+    if let Some(expected) = expected_revision
+        && actual != expected
+    {
         return Err(EditError::Stale {
-            expected: expected_revision.to_string(),
+            expected: expected.to_string(),
             actual,
         });
     }
@@ -133,7 +157,7 @@ pub fn upsert_project(
     project: &Project,
     expected_revision: &str,
 ) -> Result<Edited, EditError> {
-    edit_project(dir, &project.name, expected_revision, |_| {
+    edit_project(dir, &project.name, Some(expected_revision), |_| {
         Ok(project.clone())
     })
 }
@@ -145,12 +169,31 @@ pub fn upsert_service(
     service: &Service,
     expected_revision: &str,
 ) -> Result<Edited, EditError> {
-    edit_project(dir, project, expected_revision, |current| {
+    edit_project(dir, project, Some(expected_revision), |current| {
         let mut p = current
             .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
         match p.services.iter_mut().find(|s| s.name == service.name) {
             Some(s) => *s = service.clone(),
             None => p.services.push(service.clone()),
+        }
+        Ok(p)
+    })
+}
+
+/// Declares service `name` in `project` (no port pin, no hostname) unless it is declared already. The
+/// caller never saw a revision (an agent asking for a port): the edit applies to the state as it is
+/// when the edit lock is taken, so concurrent declarations never refuse each other.
+pub fn declare_service(dir: &Path, project: &str, name: &str) -> Result<Edited, EditError> {
+    edit_project(dir, project, None, |current| {
+        let mut p = current
+            .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
+        if !p.services.iter().any(|s| s.name == name) {
+            p.services.push(Service {
+                name: name.to_string(),
+                port: None,
+                hostname: None,
+                prevent_destroy: false,
+            });
         }
         Ok(p)
     })
@@ -163,7 +206,7 @@ pub fn remove_service(
     service: &str,
     expected_revision: &str,
 ) -> Result<Edited, EditError> {
-    edit_project(dir, project, expected_revision, |current| {
+    edit_project(dir, project, Some(expected_revision), |current| {
         let mut p = current
             .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
         let before = p.services.len();

@@ -14,6 +14,7 @@
 pub mod canonical;
 mod diagnostic;
 pub mod edit;
+mod hostname;
 pub mod model;
 pub mod scaffold;
 pub mod schema;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use hostname::Hostname;
 pub use model::TunnelMode;
 
 pub const SUPERVISOR_FILE: &str = "supervisor.yaml";
@@ -157,7 +159,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prevent_destroy: bool,
 }

