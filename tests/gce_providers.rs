@@ -690,7 +690,7 @@ async fn an_api_key_is_created_stored_and_deleted_and_its_string_never_shown(ws:
         "{actor}"
     );
 
-    // Removing the declaration deletes the key and its secret (--force: it is every managed key).
+    // Removing the declaration deletes the key and its secret.
     g.ws.write("state/projects/shop.yaml", "name: shop\n");
     let plan = g.ok(&["plan"], 0).await;
     assert_lines(
@@ -699,10 +699,7 @@ async fn an_api_key_is_created_stored_and_deleted_and_its_string_never_shown(ws:
             "- api_key/shop/maps key {id} in my-gcp-project and its secret project/shop/maps_key"
         )],
     );
-    let refused = g.cli(&["apply", "--auto-approve"]).await;
-    expect_code(&refused, 1);
-    assert!(stderr(&refused).contains("the plan deletes all 1 managed api_key objects"));
-    let out = g.cli(&["apply", "--auto-approve", "--force", "-vvv"]).await;
+    let out = g.cli(&["apply", "--auto-approve", "-vvv"]).await;
     expect_code(&out, 0);
     record("apply delete", &out);
     let keys = g.fake.keys(PROJECT);

@@ -37,8 +37,7 @@ pub async fn health(ctx: &Context, name: &str, minutes: i64) -> anyhow::Result<E
     let (cloud, vm) = vm_info::connect_for(&desired, &pctx, name).await?;
     let health = vm_info::vm_health(&cloud, &vm, minutes, chrono::Utc::now()).await?;
     if ctx.out.json {
-        ctx.out
-            .json(&json!({"health": health}))?;
+        ctx.out.json(&json!({"health": health}))?;
     } else {
         ctx.out.text(&health_text(&health))?;
     }

@@ -150,7 +150,8 @@ impl ProviderError {
                 use crate::clients::google::GoogleError;
                 use crate::clients::google::operations::OperationError;
                 match source.as_ref() {
-                    GoogleError::Api(e) | GoogleError::Auth(crate::clients::google::auth::AuthError::Api(e)) => {
+                    GoogleError::Api(e)
+                    | GoogleError::Auth(crate::clients::google::auth::AuthError::Api(e)) => {
                         api_retry_hint(e)
                     }
                     // A long operation may still finish; a zone without capacity may get some back.
