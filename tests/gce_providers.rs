@@ -602,7 +602,7 @@ async fn health_reports_cpu_and_memory_only_when_the_agent_does(ws: Workspace) {
     );
     let out = g.cli(&["vm", "health", "host-1", "--minutes", "0"]).await;
     expect_code(&out, 1);
-    assert!(stderr(&out).contains("--minutes must be from 1 to 10080 (a week), not 0"));
+    assert!(stderr(&out).contains("minutes must be from 1 to 10080 (a week), not 0"));
 }
 
 const SHOP_WITH_KEY: &str = "name: shop\napi_keys:\n  - name: maps\n    gcp_project: my-gcp-project\n    restrict_apis: [maps-backend.googleapis.com]\n    store: project/shop/maps_key\n";

@@ -103,6 +103,21 @@ async fn tokens_are_signed_verified_cached_and_renewed_after_a_401() {
     tokio::time::sleep(Duration::from_millis(1600)).await;
     c.get_instance(PROJECT, ZONE, "host-1").await.unwrap();
     assert_eq!(g.token_requests(), 4, "renewed within the margin");
+    // Another token source for the same account (a new connection in the same process) shares the
+    // token.
+    let again = ServiceAccountKey::from_json(
+        &g.fake
+            .service_account("supervisor@my-gcp-project.iam.gserviceaccount.com")
+            .json,
+    )
+    .unwrap();
+    let other = Arc::new(TokenSource::new(again, policy()).unwrap());
+    ComputeClient::new(&g.fake.compute_url(), other, policy())
+        .unwrap()
+        .get_instance(PROJECT, ZONE, "host-1")
+        .await
+        .unwrap();
+    assert_eq!(g.token_requests(), 4, "shared within the process");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `supervisor vm get NAME` and `supervisor vm health NAME [--minutes 60]`: what Compute Engine and
 //! Cloud Monitoring say about a VM listed in `supervisor.yaml`. Read-only; the same library calls as
-//! the MCP tools (`providers::vm_info`).
+//! the MCP tools (`ops::gcloud`).
 
 use std::process::ExitCode;
 
@@ -8,17 +8,15 @@ use serde_json::json;
 
 use super::Context;
 use super::common::{cli_actor, runtime};
-use crate::providers::vm_info::{self, DiskInfo, UsageReport, VmHealth, VmInfo};
+use crate::ops;
+use crate::providers::vm_info::{DiskInfo, UsageReport, VmHealth, VmInfo};
 
 pub async fn get(ctx: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let rt = match runtime(ctx).await? {
         Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let desired = rt.desired().await;
-    let pctx = rt.provider_context(&cli_actor(), &[]);
-    let (cloud, vm) = vm_info::connect_for(&desired, &pctx, name).await?;
-    let info = vm_info::describe_vm(&cloud, &vm).await?;
+    let info = ops::gcloud::get_vm(&rt, name, &cli_actor()).await?;
     if ctx.out.json {
         ctx.out.json(&json!({"vm": info}))?;
     } else {
@@ -32,10 +30,7 @@ pub async fn health(ctx: &Context, name: &str, minutes: i64) -> anyhow::Result<E
         Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let desired = rt.desired().await;
-    let pctx = rt.provider_context(&cli_actor(), &[]);
-    let (cloud, vm) = vm_info::connect_for(&desired, &pctx, name).await?;
-    let health = vm_info::vm_health(&cloud, &vm, minutes, chrono::Utc::now()).await?;
+    let health = ops::gcloud::vm_health(&rt, name, minutes, &cli_actor()).await?;
     if ctx.out.json {
         ctx.out.json(&json!({"health": health}))?;
     } else {

@@ -7,13 +7,14 @@
 //!   plan and asks on the terminal, `serve` and MCP apply only safe plans without asking.
 //! * [`Visibility`] — which projects a caller may see (every project, or one), and the one helper that
 //!   resolves an optional `project` argument against it.
-//! * Library calls that a CLI command and an MCP tool both need ([`ports`], [`status`]).
+//! * Library calls that a CLI command and an MCP tool both need ([`ports`], [`status`], [`gcloud`]).
 //!
 //! Dependencies point down: `cli`/`serve` → `mcp` → `ops` → `engine` → `providers` → `clients`/`store`.
 //! Nothing here knows about terminals, HTTP or MCP; callers render.
 
 pub mod apply;
 mod error;
+pub mod gcloud;
 pub mod metrics;
 pub mod ports;
 pub mod runtime;

@@ -319,7 +319,7 @@ pub async fn vm_health(
     let addr = super::vm::address(&vm.name);
     if !(1..=MAX_MINUTES).contains(&minutes) {
         return Err(ProviderError::Failed(format!(
-            "--minutes must be from 1 to {MAX_MINUTES} (a week), not {minutes}"
+            "minutes must be from 1 to {MAX_MINUTES} (a week), not {minutes}"
         )));
     }
     let i = cloud

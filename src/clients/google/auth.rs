@@ -16,11 +16,16 @@
 //!   parsable RSA key), so a bad credential fails before any API call, with a message that never
 //!   contains key material.
 //! - A token is cached until [`refresh_margin`] before it expires; concurrent callers share one
-//!   fetch. [`TokenSource::invalidate`] drops it (an API answered 401).
+//!   fetch. The cache is per process and per service account (its address, key id, token endpoint
+//!   and a digest of its key — never the key), so every token source built for the same account —
+//!   one per MCP call or plan in `serve` — shares one token. [`TokenSource::invalidate`] drops it (an
+//!   API answered 401).
 //! - The private key and tokens live in `SecretString`s; `Debug` of every type here is redacted. The
 //!   token request's body (the signed assertion) is never logged.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -29,6 +34,7 @@ use reqwest::{Method, Url};
 use ring::signature::RsaKeyPair;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::clients::HttpPolicy;
@@ -187,6 +193,29 @@ struct Cached {
     refresh_at: Instant,
 }
 
+type Slot = Arc<Mutex<Option<Cached>>>;
+
+/// The token cache of every service account this process has used, by [`cache_key`].
+static CACHE: LazyLock<std::sync::Mutex<HashMap<String, Slot>>> =
+    LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
+/// Identifies an account without holding its key: address, key id, token endpoint, key digest.
+fn cache_key(key: &ServiceAccountKey) -> String {
+    let digest = Sha256::digest(key.private_key.expose_secret().as_bytes());
+    format!(
+        "{}\0{}\0{}\0{}",
+        key.client_email,
+        key.private_key_id.as_deref().unwrap_or(""),
+        key.token_uri,
+        hex::encode(&digest[..16])
+    )
+}
+
+fn shared_slot(key: &ServiceAccountKey) -> Slot {
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.entry(cache_key(key)).or_default().clone()
+}
+
 #[derive(Deserialize)]
 struct TokenAnswer {
     #[serde(default)]
@@ -204,7 +233,7 @@ pub struct TokenSource {
     http: ApiTransport,
     segments: Vec<String>,
     scope: String,
-    cache: Mutex<Option<Cached>>,
+    cache: Slot,
 }
 
 impl fmt::Debug for TokenSource {
@@ -229,12 +258,12 @@ impl TokenSource {
             .unwrap_or_default();
         let http = ApiTransport::new(API, &origin, policy, super::parse_errors)?;
         Ok(TokenSource {
+            cache: shared_slot(&key),
             key,
             signer,
             http,
             segments,
             scope: CLOUD_PLATFORM_SCOPE.to_string(),
-            cache: Mutex::new(None),
         })
     }
 

@@ -10,13 +10,14 @@ use rmcp::handler::server::router::tool::ToolRouter;
 
 use super::McpServer;
 
+mod gcloud;
 mod plan;
 mod ports;
 mod secrets;
 mod state;
 
 /// Tools served on the meta endpoint only (removed from project endpoints' lists).
-pub const META_ONLY: &[&str] = &[];
+pub const META_ONLY: &[&str] = gcloud::TOOLS;
 
 /// Every tool.
 pub fn all() -> ToolRouter<McpServer> {
@@ -24,4 +25,5 @@ pub fn all() -> ToolRouter<McpServer> {
         + McpServer::plan_tools()
         + McpServer::ports_tools()
         + McpServer::secrets_tools()
+        + McpServer::gcloud_tools()
 }
