@@ -690,41 +690,89 @@ async fn an_api_key_is_created_stored_and_deleted_and_its_string_never_shown(ws:
         "{actor}"
     );
 
+    // New services replace the key: a new one is created and stored, then the old one deleted.
+    g.ws.write(
+        "state/projects/shop.yaml",
+        &SHOP_WITH_KEY.replace(
+            "[maps-backend.googleapis.com]",
+            "[maps-backend.googleapis.com, geocoding-backend.googleapis.com]",
+        ),
+    );
+    let id2 = format!("{}2", key_prefix("api_key/shop/maps"));
+    let plan = g.ok(&["plan"], 0).await;
+    assert_lines(
+        &plan,
+        &[&format!(
+            "-/+ api_key/shop/maps {id} (services [maps-backend.googleapis.com] → [geocoding-backend.googleapis.com, maps-backend.googleapis.com]): new key {id2} stored at project/shop/maps_key, then {id} is deleted"
+        )],
+    );
+    let out = g.cli(&["apply", "--auto-approve", "-vvv"]).await;
+    expect_code(&out, 0);
+    assert_eq!(
+        steps(&stdout(&out), "api_key/shop/maps"),
+        ["create", "wait", "store", "delete"]
+    );
+    record("apply replace", &out);
+    let keys = g.fake.keys(PROJECT);
+    let by_id = |id: &str| keys.iter().find(|k| k.key_id == id).unwrap().clone();
+    assert!(by_id(&id).delete_time.is_some(), "the old key is deleted");
+    let new_key = by_id(&id2);
+    assert_eq!(new_key.delete_time, None);
+    assert_eq!(
+        new_key.services,
+        [
+            "geocoding-backend.googleapis.com",
+            "maps-backend.googleapis.com"
+        ]
+    );
+    let got = g.cli(&["secrets", "get", "project/shop/maps_key"]).await;
+    assert_eq!(stdout(&got).trim_end(), new_key.key_string);
+    g.ok(&["plan", "--detailed-exitcode"], 0).await;
+
     // Removing the declaration deletes the key and its secret.
     g.ws.write("state/projects/shop.yaml", "name: shop\n");
     let plan = g.ok(&["plan"], 0).await;
     assert_lines(
         &plan,
         &[&format!(
-            "- api_key/shop/maps key {id} in my-gcp-project and its secret project/shop/maps_key"
+            "- api_key/shop/maps key {id2} in my-gcp-project and its secret project/shop/maps_key"
         )],
     );
     let out = g.cli(&["apply", "--auto-approve", "-vvv"]).await;
     expect_code(&out, 0);
     record("apply delete", &out);
-    let keys = g.fake.keys(PROJECT);
-    assert!(keys[0].delete_time.is_some(), "the key is deleted");
+    assert!(
+        g.fake.keys(PROJECT).iter().all(|k| k.delete_time.is_some()),
+        "every key is deleted"
+    );
     expect_code(
         &g.cli(&["secrets", "get", "project/shop/maps_key"]).await,
         1,
     );
     g.ok(&["plan", "--detailed-exitcode"], 0).await;
 
-    // The key string is in none of it — not even masked by the log redaction.
+    // The key strings are in none of it — not even masked by the log redaction — and neither is an
+    // access token or the service account's private key.
     for (what, text) in &outputs {
+        for k in [&key.key_string, &new_key.key_string] {
+            assert!(!text.contains(k.as_str()), "a key string is in {what}");
+        }
         assert!(
-            !text.contains(&key.key_string),
-            "the key string is in {what}"
-        );
-        assert!(
-            !text.contains("REDACTED:google_api_key"),
+            !text.contains("REDACTED"),
             "{what} needed redaction:\n{text}"
+        );
+        assert!(!text.contains("ya29."), "an access token is in {what}");
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "the private key is in {what}"
         );
     }
     let store = supervisor::store::open(&g.ws.location()).await.unwrap();
     for e in store.latest_journal_entries().await.unwrap() {
-        assert!(!e.intent.0.to_string().contains(&key.key_string));
-        assert!(!e.error.unwrap_or_default().contains(&key.key_string));
+        for k in [&key.key_string, &new_key.key_string] {
+            assert!(!e.intent.0.to_string().contains(k.as_str()));
+            assert!(!e.error.clone().unwrap_or_default().contains(k.as_str()));
+        }
     }
     assert!(store.list_managed("api_key").await.unwrap().is_empty());
 }

@@ -548,17 +548,28 @@ impl ApiKeyProvider {
         Ok(out)
     }
 
+    /// Writes the entry; `uid` (the key's) when known, else the one the entry already has.
     async fn save(
         &self,
         addr: &str,
         record: &KeyRecord,
         uid: Option<&str>,
     ) -> Result<(), ProviderError> {
+        let external_id = match uid {
+            Some(u) => Some(u.to_string()),
+            None => self
+                .store
+                .list_managed(NAME)
+                .await?
+                .into_iter()
+                .find(|o| o.address == addr)
+                .and_then(|o| o.external_id),
+        };
         self.store
             .upsert_managed(&ManagedObject {
                 provider: NAME.into(),
                 address: addr.into(),
-                external_id: uid.map(str::to_string),
+                external_id,
                 attributes: sqlx::types::Json(serde_json::to_value(record).unwrap_or_default()),
                 adopted: false,
             })
@@ -851,18 +862,7 @@ impl ApiKeyProvider {
         if let Some(old) = record.replaces.clone() {
             self.delete_key(addr, &old, run).await?;
             record.replaces = None;
-            if uid.is_some() {
-                self.save(addr, record, uid).await?;
-            } else {
-                let existing = self
-                    .store
-                    .list_managed(NAME)
-                    .await?
-                    .into_iter()
-                    .find(|o| o.address == addr)
-                    .and_then(|o| o.external_id);
-                self.save(addr, record, existing.as_deref()).await?;
-            }
+            self.save(addr, record, uid).await?;
         }
         Ok(())
     }
