@@ -65,6 +65,7 @@ fn desired(shape: &Shape) -> Desired {
                 knowledge: vec![],
                 instructions: None,
                 instructions_dir: None,
+                api_keys: vec![],
             },
         );
     }
@@ -95,6 +96,7 @@ fn desired(shape: &Shape) -> Desired {
         vms: vec![],
         instructions: Default::default(),
         projects,
+        warnings: vec![],
     }
 }
 

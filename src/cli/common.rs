@@ -13,10 +13,19 @@ use crate::store::{self, Store};
 /// Loads the desired state; on failure prints every diagnostic (text on stderr, or JSON on stdout)
 /// and returns the exit code to use.
 pub fn load_desired(ctx: &Context) -> Result<Desired, ExitCode> {
-    state::load(&ctx.settings.state_dir).map_err(|diags| {
+    let desired = state::load(&ctx.settings.state_dir).map_err(|diags| {
         print_diagnostics(ctx, &diags);
         ExitCode::from(1)
-    })
+    })?;
+    print_warnings(&desired);
+    Ok(desired)
+}
+
+/// Warnings (deprecated keys) go to stderr in both modes: stdout stays one JSON document.
+pub fn print_warnings(desired: &Desired) {
+    for w in &desired.warnings {
+        eprintln!("{w}");
+    }
 }
 
 pub fn print_diagnostics(ctx: &Context, diags: &Diagnostics) {
@@ -45,6 +54,7 @@ pub async fn runtime(ctx: &Context) -> anyhow::Result<Result<Arc<Runtime>, ExitC
             return Ok(Err(ExitCode::from(1)));
         }
     };
+    print_warnings(&desired);
     let store = open_store(ctx).await?;
     let vault = VaultState::load(&ctx.settings, &store);
     Ok(Ok(Runtime::with_desired(

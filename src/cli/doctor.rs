@@ -159,6 +159,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     {
         checks.push(check);
     }
+    if let Ok(db) = &opened
+        && let Some(check) = gcloud_check(ctx, db.clone()).await
+    {
+        checks.push(check);
+    }
 
     let ok = checks.iter().all(|c| c.status != Status::Error);
     let report = Report {
@@ -323,6 +328,56 @@ async fn cloudflare_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>
                     "check the network and SUPERVISOR_CLOUDFLARE_API_URL / cloudflare.api_url"
                         .into(),
                 ),
+            },
+        },
+    )
+}
+
+/// Whether the Google service-account key is in the vault and the token exchange works against its
+/// `token_uri` (a real exchange, bounded to 20 s). `None` when gcloud is not configured or the state
+/// is invalid.
+async fn gcloud_check(ctx: &Context, store: std::sync::Arc<dyn store::Store>) -> Option<Check> {
+    let desired = crate::state::load(&ctx.settings.state_dir).ok()?;
+    let g = desired.gcloud.clone()?;
+    let g = &g;
+    let vault = crate::ops::runtime::VaultState::load(&ctx.settings, &store);
+    let rt = crate::ops::Runtime::with_desired(ctx.settings.clone(), store, vault, desired, false);
+    let pctx = rt.provider_context(&super::common::cli_actor(), &[]);
+    let path = g.credentials_secret.clone();
+    let probe = async {
+        let cloud = crate::providers::gcloud::connect(g, &pctx).await?;
+        cloud
+            .check_token()
+            .await
+            .map_err(|e| crate::providers::gcloud::google_error("token exchange", e))?;
+        Ok::<_, crate::engine::ProviderError>(cloud)
+    };
+    Some(
+        match tokio::time::timeout(std::time::Duration::from_secs(20), probe).await {
+            Ok(Ok(cloud)) => Check {
+                name: "gcloud api",
+                status: Status::Ok,
+                detail: format!(
+                    "credentials for {} from secret {path}; token exchange at {} works; Compute Engine at {}",
+                    cloud.auth.client_email(),
+                    cloud.endpoints.token,
+                    cloud.endpoints.compute
+                ),
+                fix: None,
+            },
+            Ok(Err(e)) => Check {
+                name: "gcloud api",
+                status: Status::Error,
+                detail: e.to_string(),
+                fix: Some(format!(
+                    "store the service-account key file with `supervisor secrets set {path} --value-file key.json`, and check that the account is enabled and its key not revoked"
+                )),
+            },
+            Err(_) => Check {
+                name: "gcloud api",
+                status: Status::Error,
+                detail: "no answer from the Google token endpoint within 20 s".into(),
+                fix: Some("check the network and the key's token_uri".into()),
             },
         },
     )

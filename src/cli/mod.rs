@@ -10,12 +10,14 @@ mod knowledge;
 pub mod output;
 mod plan;
 mod ports;
+mod progress;
 mod secrets;
 mod serve;
 mod state;
 mod status;
 mod timing;
 mod token;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +124,9 @@ pub enum Command {
     /// Bearer tokens for the MCP endpoints.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Compute Engine VMs listed in supervisor.yaml: their state and recent use.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// What is configured, reachable and missing.
     Doctor,
     /// Print the JSON Schema of the state files (for editors' yaml-language-server).
@@ -491,6 +496,24 @@ pub enum ImportCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Status, machine type, CPUs, memory, internal and external IP, disks.
+    Get {
+        /// The VM's name in supervisor.yaml.
+        name: String,
+    },
+    /// CPU (average, max, current) from Cloud Monitoring; memory and disk use when the Ops Agent
+    /// reports them (otherwise "not reported").
+    Health {
+        /// The VM's name in supervisor.yaml.
+        name: String,
+        /// How far back to look, in minutes (1 to 10080).
+        #[arg(long, default_value_t = 60, value_name = "N")]
+        minutes: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it once.
     Create {
@@ -556,6 +579,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import(ImportCommand::Ports) => not_implemented("import ports"),
         Command::Token(cmd) => token::run(&ctx, cmd).await,
+        Command::Vm(VmCommand::Get { name }) => vm::get(&ctx, &name).await,
+        Command::Vm(VmCommand::Health { name, minutes }) => vm::health(&ctx, &name, minutes).await,
         Command::Schema => state::schema(&ctx),
     }
 }

@@ -152,6 +152,8 @@ struct Terminal<'a> {
     approved: bool,
     interactive: bool,
     allow_disruptive: bool,
+    /// Changes and their steps as they happen.
+    progress: super::progress::ApplyProgress<'a>,
 }
 
 #[async_trait]
@@ -203,39 +205,7 @@ impl ApplyHooks for Terminal<'_> {
     }
 
     fn progress(&mut self, event: ApplyEvent<'_>) {
-        let (ctx, json_mode) = (self.ctx, self.ctx.out.json);
-        match event {
-            ApplyEvent::Started { change } => {
-                if json_mode {
-                    let _ = ctx.out.json_line(&json!({"type": "apply_start", "address": change.address, "action": change.action}));
-                } else {
-                    let _ = ctx.out.text(&format!(
-                        "{}: {}\n",
-                        change.address,
-                        render::action_verb(change.action, false)
-                    ));
-                }
-            }
-            ApplyEvent::Finished { change, elapsed } => {
-                if json_mode {
-                    let _ = ctx.out.json_line(&json!({"type": "apply_complete", "address": change.address, "action": change.action, "elapsed_ms": elapsed.as_millis() as u64}));
-                } else {
-                    let _ = ctx.out.text(&format!(
-                        "{}: {} after {:.0?}\n",
-                        change.address,
-                        render::action_verb(change.action, true),
-                        elapsed
-                    ));
-                }
-            }
-            ApplyEvent::Failed { change, error } => {
-                if json_mode {
-                    let _ = ctx.out.json_line(&json!({"type": "apply_errored", "address": change.address, "error": error}));
-                } else {
-                    eprintln!("{}: failed: {error}", change.address);
-                }
-            }
-        }
+        self.progress.on(event);
     }
 }
 
@@ -268,6 +238,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         approved: args.auto_approve || saved.is_some(),
         interactive: std::io::stdin().is_terminal() && !ctx.out.json,
         allow_disruptive: args.allow_disruptive,
+        progress: super::progress::ApplyProgress::new(ctx),
     };
     let request = ApplyRequest {
         scope,

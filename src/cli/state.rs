@@ -40,6 +40,7 @@ pub fn validate(ctx: &Context) -> anyhow::Result<ExitCode> {
             "revision": desired.revision,
             "projects": desired.projects.len(),
             "services": desired.service_count(),
+            "warnings": desired.warnings,
         }))?;
     } else {
         ctx.out.text(&format!(

@@ -128,7 +128,9 @@ pub struct ApiRequest {
     segments: Vec<String>,
     query: Vec<(String, String)>,
     body: Option<Result<Vec<u8>, String>>,
+    content_type: &'static str,
     idempotency: Idempotency,
+    timeout: Option<Duration>,
 }
 
 impl ApiRequest {
@@ -145,7 +147,9 @@ impl ApiRequest {
             segments: segments.into_iter().map(Into::into).collect(),
             query: Vec::new(),
             body: None,
+            content_type: "application/json",
             idempotency,
+            timeout: None,
         }
     }
 
@@ -157,6 +161,25 @@ impl ApiRequest {
     /// Sets a JSON body. An encoding failure is reported by [`ApiTransport::send`].
     pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
         self.body = Some(serde_json::to_vec(body).map_err(|e| e.to_string()));
+        self.content_type = "application/json";
+        self
+    }
+
+    /// Sets an `application/x-www-form-urlencoded` body (an OAuth token request). Like every body, it
+    /// is never logged nor put in an error.
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        let encoded = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.body = Some(Ok(encoded.into_bytes()));
+        self.content_type = "application/x-www-form-urlencoded";
+        self
+    }
+
+    /// A whole-request timeout for this call instead of the policy's (a call the server may hold
+    /// open, such as Compute Engine's `operations.wait`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -579,8 +602,11 @@ impl ApiTransport {
             }
             if let Some(b) = &body {
                 rb = rb
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .header(CONTENT_TYPE, HeaderValue::from_static(req.content_type))
                     .body(b.clone());
+            }
+            if let Some(t) = req.timeout {
+                rb = rb.timeout(t);
             }
             let outcome = match rb.send().await {
                 Ok(resp) => {

@@ -1,5 +1,5 @@
-//! HTTP clients for the remote APIs the supervisor observes and changes (Cloudflare today; Compute Engine
-//! and friends later).
+//! HTTP clients for the remote APIs the supervisor observes and changes: Cloudflare (`cloudflare.rs`)
+//! and Google Cloud (`google/`: OAuth, Compute Engine, Monitoring, API Keys, long-running operations).
 //!
 //! Each API gets one [`http::ApiTransport`]: one `reqwest::Client`, one [`http::HttpPolicy`] (timeouts,
 //! retries with capped exponential backoff and full jitter, `429 Retry-After`), one error type
@@ -17,6 +17,7 @@
 
 pub mod cloudflare;
 pub mod embeddings;
+pub mod google;
 pub mod http;
 
 pub use http::{ApiError, ApiMessage, HttpPolicy, RetryPolicy};

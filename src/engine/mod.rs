@@ -4,8 +4,10 @@
 //! Guarantees:
 //! * **Level-triggered.** A plan is always computed from scratch (desired state + fresh observation); the
 //!   engine never acts on *why* it was asked. Running plan/apply any number of times is safe.
-//! * **Ordered.** Providers run in a fixed order (ports → tunnel → dns → vm → instructions → secrets):
-//!   ingress points at ports, DNS at the tunnel, instructions mention both.
+//! * **Ordered.** Providers run in a fixed order (ports → tunnel → dns → vm → api_key → instructions →
+//!   secrets): ingress points at ports, DNS at the tunnel, instructions mention both.
+//! * **Observable.** A long change (a VM resize) reports its steps through [`RunContext::step`]; they
+//!   reach the caller's progress callback as [`ApplyEvent::Step`] while the change runs.
 //! * **Journaled.** Before a change is carried out its intent is written to the journal, afterwards its
 //!   outcome. A crash between the two leaves a `started` entry that the next apply marks interrupted;
 //!   since every plan re-observes reality, the next run converges without duplicating anything.
@@ -58,6 +60,62 @@ pub enum ProviderError {
     Payload { address: String, detail: String },
     #[error("{0}")]
     Failed(String),
+    /// A Google Cloud call failed; `context` says what the provider was doing (`vm/host-1: stop`).
+    /// The typed error stays available (status, operation error codes, `Retry-After`).
+    #[error("{context}: {source}")]
+    Google {
+        context: String,
+        #[source]
+        source: Box<crate::clients::google::GoogleError>,
+    },
+}
+
+/// One step of a long change (a VM resize: stop, wait, set machine type, start, confirm), reported
+/// while the change runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    /// A short machine-readable name: `stop`, `set_machine_type`, `start`, `confirm`, `rollback`.
+    pub name: String,
+    /// One line for people.
+    pub detail: String,
+}
+
+/// What a provider knows of the apply run a change is carried out in: the run's id (to derive
+/// idempotency keys such as Compute Engine `requestId`s), who applies, and where to report steps.
+pub struct RunContext {
+    run_id: String,
+    actor: String,
+    steps: tokio::sync::mpsc::UnboundedSender<Step>,
+}
+
+impl RunContext {
+    /// A context whose steps go to `steps` (the engine's, or a test's).
+    pub fn new(run_id: &str, actor: &str, steps: tokio::sync::mpsc::UnboundedSender<Step>) -> Self {
+        RunContext {
+            run_id: run_id.to_string(),
+            actor: actor.to_string(),
+            steps,
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Who applies (`cli:<user>`, `serve:auto-apply`).
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Reports a step of `address` (logged at info, and passed to the apply's progress callback).
+    pub fn step(&self, address: &str, name: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        tracing::info!(run = %self.run_id, address, step = name, "{detail}");
+        let _ = self.steps.send(Step {
+            name: name.to_string(),
+            detail,
+        });
+    }
 }
 
 impl From<ApiError> for ProviderError {
@@ -87,22 +145,40 @@ impl ProviderError {
     /// rejected requests, conflicts, corrupt plans).
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            ProviderError::Api { source, .. } => match source.as_ref() {
-                ApiError::RateLimited {
-                    retry_after: Some(d),
-                    ..
-                } => RetryHint::After(*d),
-                ApiError::RateLimited { .. }
-                | ApiError::Server { .. }
-                | ApiError::Transport { .. }
-                | ApiError::OutcomeUnknown { .. } => RetryHint::Soon,
-                _ => RetryHint::NeedsChange,
-            },
+            ProviderError::Api { source, .. } => api_retry_hint(source),
+            ProviderError::Google { source, .. } => {
+                use crate::clients::google::GoogleError;
+                use crate::clients::google::operations::OperationError;
+                match source.as_ref() {
+                    GoogleError::Api(e)
+                    | GoogleError::Auth(crate::clients::google::auth::AuthError::Api(e)) => {
+                        api_retry_hint(e)
+                    }
+                    // A long operation may still finish; a zone without capacity may get some back.
+                    GoogleError::Operation(OperationError::TimedOut { .. }) => RetryHint::Soon,
+                    GoogleError::Operation(e) if e.is_capacity_or_quota() => RetryHint::Soon,
+                    _ => RetryHint::NeedsChange,
+                }
+            }
             ProviderError::Store(_) => RetryHint::Soon,
             ProviderError::Conflict(_)
             | ProviderError::Payload { .. }
             | ProviderError::Failed(_) => RetryHint::NeedsChange,
         }
+    }
+}
+
+fn api_retry_hint(e: &ApiError) -> RetryHint {
+    match e {
+        ApiError::RateLimited {
+            retry_after: Some(d),
+            ..
+        } => RetryHint::After(*d),
+        ApiError::RateLimited { .. }
+        | ApiError::Server { .. }
+        | ApiError::Transport { .. }
+        | ApiError::OutcomeUnknown { .. } => RetryHint::Soon,
+        _ => RetryHint::NeedsChange,
     }
 }
 
@@ -218,6 +294,13 @@ pub trait Provider: Send + Sync {
     /// Carries out one change this provider planned.
     async fn apply(&self, change: &Change) -> Result<(), ProviderError>;
 
+    /// Carries out one change within an apply run: providers that need the run's id or report
+    /// steps override this; the default is [`Provider::apply`].
+    async fn apply_in_run(&self, change: &Change, run: &RunContext) -> Result<(), ProviderError> {
+        let _ = run;
+        self.apply(change).await
+    }
+
     /// A few words about what this provider manages, for the plan's section header
     /// (`remote, tunnel 4f1c5e2a…`, `zone example.com`).
     fn describe(&self) -> Option<String> {
@@ -308,6 +391,12 @@ pub enum ApplyEvent<'a> {
     Failed {
         change: &'a Change,
         error: String,
+    },
+    /// A step inside a long change (see [`RunContext::step`]).
+    Step {
+        change: &'a Change,
+        step: &'a Step,
+        elapsed: std::time::Duration,
     },
 }
 
@@ -572,7 +661,31 @@ impl Engine {
             let started = std::time::Instant::now();
             let owned: Vec<Change> = group.iter().map(|c| (*c).clone()).collect();
             let result = if owned.len() == 1 {
-                provider.apply(&owned[0]).await
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let run = RunContext::new(&run_id, &opts.actor, tx);
+                let change = group[0];
+                let fut = provider.apply_in_run(&owned[0], &run);
+                tokio::pin!(fut);
+                // Steps are reported as they happen, on this task (the callback need not be Send).
+                let result = loop {
+                    tokio::select! {
+                        biased;
+                        Some(step) = rx.recv() => progress(ApplyEvent::Step {
+                            change,
+                            step: &step,
+                            elapsed: started.elapsed(),
+                        }),
+                        r = &mut fut => break r,
+                    }
+                };
+                while let Ok(step) = rx.try_recv() {
+                    progress(ApplyEvent::Step {
+                        change,
+                        step: &step,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                result
             } else {
                 provider.apply_batch(&owned).await
             };

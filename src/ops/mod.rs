@@ -7,7 +7,8 @@
 //!   plan and asks on the terminal, `serve` and MCP apply only safe plans without asking.
 //! * [`Visibility`] — which projects a caller may see (every project, or one), and the one helper that
 //!   resolves an optional `project` argument against it.
-//! * Library calls that a CLI command and an MCP tool both need ([`ports`], [`status`], [`knowledge`]).
+//! * Library calls that a CLI command and an MCP tool both need ([`ports`], [`status`], [`knowledge`],
+//!   [`gcloud`]).
 //!
 //! Dependencies point down: `cli`/`serve` → `mcp` → `ops` → `engine` → `providers` → `clients`/`store`.
 //! Nothing here knows about terminals, HTTP or MCP; callers render.
@@ -15,6 +16,7 @@
 pub mod apply;
 pub mod checks;
 mod error;
+pub mod gcloud;
 pub mod instructions;
 pub mod knowledge;
 pub mod metrics;

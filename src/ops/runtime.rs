@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, Plan, Scope, Summary};
 use crate::providers::{ProviderContext, for_desired};
 use crate::secrets::vault::Vault;
-use crate::secrets::{SecretSource, SecretSourceError};
+use crate::secrets::{SecretSink, SecretSinkError, SecretSource, SecretSourceError};
 use crate::state::{self, Desired};
 use crate::store::Store;
 
@@ -248,10 +248,21 @@ impl Runtime {
         ))
     }
 
+    /// Where providers store secrets they create (API key strings): the vault, or a sink whose every
+    /// write says why the key cannot be used.
+    pub fn secret_sink(&self) -> Option<Arc<dyn SecretSink>> {
+        match (&self.vault, &self.key_error) {
+            (Some(v), _) => Some(v.clone() as Arc<dyn SecretSink>),
+            (None, Some(why)) => Some(Arc::new(KeyUnavailable(why.clone()))),
+            (None, None) => None,
+        }
+    }
+
     pub fn provider_context(&self, actor: &str, adopt: &[String]) -> ProviderContext {
         ProviderContext {
             store: self.store.clone(),
             secrets: self.credentials(),
+            secret_sink: self.secret_sink(),
             adopt: adopt.to_vec(),
             actor: actor.to_string(),
             mcp_base_url: self.mcp_base_url(),
@@ -299,5 +310,36 @@ impl SecretSource for KeyUnavailable {
             path: path.to_string(),
             reason: format!("the encryption key cannot be used: {}", self.0),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretSink for KeyUnavailable {
+    async fn write_secret(
+        &self,
+        path: &str,
+        _value: &secrecy::SecretString,
+        _description: &str,
+        _actor: &str,
+    ) -> Result<(), SecretSinkError> {
+        Err(self.sink_error(path, "store"))
+    }
+
+    async fn delete_secret(&self, path: &str, _actor: &str) -> Result<bool, SecretSinkError> {
+        Err(self.sink_error(path, "delete"))
+    }
+
+    async fn secret_exists(&self, path: &str, _actor: &str) -> Result<bool, SecretSinkError> {
+        Err(self.sink_error(path, "look up"))
+    }
+}
+
+impl KeyUnavailable {
+    fn sink_error(&self, path: &str, action: &'static str) -> SecretSinkError {
+        SecretSinkError {
+            path: path.to_string(),
+            action,
+            reason: format!("the encryption key cannot be used: {}", self.0),
+        }
     }
 }

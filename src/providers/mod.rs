@@ -4,20 +4,24 @@
 //! Providers know nothing of the CLI or MCP; API clients they use know nothing of plans.
 
 pub mod adoption;
+pub mod api_key;
 pub mod cloudflare;
 pub mod dns;
 pub mod files;
+pub mod gcloud;
 pub mod instructions;
 pub mod ports;
 pub mod ports_audit;
 pub mod secrets;
 pub mod sockets;
 pub mod tunnel;
+pub mod vm;
+pub mod vm_info;
 
 use std::sync::Arc;
 
 use crate::engine::{Provider, ProviderError};
-use crate::secrets::SecretSource;
+use crate::secrets::{SecretSink, SecretSource};
 use crate::state::Desired;
 use crate::store::{DEFAULT_HOST, Store};
 
@@ -28,6 +32,9 @@ pub struct ProviderContext {
     /// Credentials by vault path; `None` when no encryption key is configured (providers that need a
     /// credential then fail to build with an error saying so).
     pub secrets: Option<Arc<dyn SecretSource>>,
+    /// Where providers store secrets they create (API key strings), by vault path; `None` when no
+    /// encryption key is configured.
+    pub secret_sink: Option<Arc<dyn SecretSink>>,
     /// Hostnames whose existing, unmanaged DNS records may be adopted (`apply --adopt HOST`).
     pub adopt: Vec<String>,
     /// Who reads the credentials (`cli:<user>`, `serve`), for the secret access log.
@@ -44,6 +51,7 @@ impl ProviderContext {
         ProviderContext {
             store,
             secrets: None,
+            secret_sink: None,
             adopt: Vec::new(),
             actor: "supervisor".into(),
             mcp_base_url: DEFAULT_MCP_BASE_URL.into(),
@@ -51,9 +59,12 @@ impl ProviderContext {
     }
 }
 
-/// The providers for `desired`, in apply order: ports → tunnel → dns → (vm →) instructions → secrets.
-/// Tunnel and DNS exist only when `cloudflare` is configured; building them reads the API token from
-/// the vault once (an error names the secret's path and how to set it).
+/// The providers for `desired`, in apply order: ports → tunnel → dns → vm → api_key →
+/// instructions → secrets. Tunnel and DNS exist only when `cloudflare` is configured; building them
+/// reads the API token from the vault once (an error names the secret's path and how to set it). VM
+/// and API key providers exist when VMs or API keys are declared (or API keys are still in the
+/// inventory); they share one Google Cloud connection, whose service-account key is read from the
+/// vault once.
 pub async fn for_desired(
     desired: &Desired,
     ctx: &ProviderContext,
@@ -74,6 +85,30 @@ pub async fn for_desired(
             ctx.store.clone(),
             api,
             &ctx.adopt,
+        )));
+    }
+    let declares_keys = desired.projects.values().any(|p| !p.api_keys.is_empty());
+    let manages_keys = !ctx.store.list_managed(api_key::NAME).await?.is_empty();
+    let cloud = match &desired.gcloud {
+        Some(g) if !desired.vms.is_empty() || declares_keys || manages_keys => {
+            Some(gcloud::connect(g, ctx).await?)
+        }
+        _ => None,
+    };
+    if let Some(cloud) = &cloud
+        && !desired.vms.is_empty()
+    {
+        providers.push(Box::new(vm::VmProvider::new(
+            ctx.store.clone(),
+            cloud.clone(),
+        )));
+    }
+    if declares_keys || manages_keys {
+        providers.push(Box::new(api_key::ApiKeyProvider::new(
+            ctx.store.clone(),
+            cloud,
+            ctx.secret_sink.clone(),
+            &ctx.actor,
         )));
     }
     providers.push(Box::new(instructions::InstructionsProvider::new(

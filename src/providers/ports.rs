@@ -836,6 +836,7 @@ mod tests {
             vms: vec![],
             instructions: Default::default(),
             projects: projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            warnings: vec![],
         }
     }
 
@@ -859,6 +860,7 @@ mod tests {
             knowledge: vec![],
             instructions: None,
             instructions_dir: None,
+            api_keys: vec![],
         }
     }
 

@@ -1292,3 +1292,57 @@ impl super::SecretSource for Vault {
         ))
     }
 }
+
+#[async_trait::async_trait]
+impl super::SecretSink for Vault {
+    async fn write_secret(
+        &self,
+        path: &str,
+        value: &secrecy::SecretString,
+        description: &str,
+        actor: &str,
+    ) -> Result<(), super::SecretSinkError> {
+        use secrecy::ExposeSecret;
+        let err = |reason: String| super::SecretSinkError {
+            path: path.to_string(),
+            action: "store",
+            reason,
+        };
+        let parsed = SecretPath::parse(path).map_err(|e| err(e.to_string()))?;
+        let value = SecretValue::new(Zeroizing::new(value.expose_secret().to_string()));
+        let options = SetOptions {
+            description: Some(description.to_string()),
+            ..SetOptions::default()
+        };
+        self.set(&parsed, &value, &options, &Actor::internal(actor))
+            .await
+            .map(|_| ())
+            .map_err(|e| err(e.to_string()))
+    }
+
+    async fn delete_secret(&self, path: &str, actor: &str) -> Result<bool, super::SecretSinkError> {
+        let err = |reason: String| super::SecretSinkError {
+            path: path.to_string(),
+            action: "delete",
+            reason,
+        };
+        let parsed = SecretPath::parse(path).map_err(|e| err(e.to_string()))?;
+        match self.delete(&parsed, &Actor::internal(actor)).await {
+            Ok(()) => Ok(true),
+            Err(VaultError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    async fn secret_exists(&self, path: &str, actor: &str) -> Result<bool, super::SecretSinkError> {
+        let err = |reason: String| super::SecretSinkError {
+            path: path.to_string(),
+            action: "look up",
+            reason,
+        };
+        let parsed = SecretPath::parse(path).map_err(|e| err(e.to_string()))?;
+        self.exists(&parsed, &Actor::internal(actor))
+            .await
+            .map_err(|e| err(e.to_string()))
+    }
+}

@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
-use super::model::{CloudflareSettings, SupervisorFile, TunnelMode};
-use super::{Project, Service};
+use super::model::{CloudflareSettings, SupervisorFile, TunnelMode, VmDecl};
+use super::{ApiKey, Project, Service};
 
 /// A YAML tree to emit. Scalars are already rendered.
 enum Node {
@@ -139,6 +139,30 @@ fn project_node(p: &Project) -> Node {
             Node::Scalar(scalar(&d.to_string_lossy())),
         ));
     }
+    if !p.api_keys.is_empty() {
+        m.push((
+            "api_keys".into(),
+            Node::Seq(p.api_keys.iter().map(api_key_node).collect()),
+        ));
+    }
+    Node::Map(m)
+}
+
+fn api_key_node(k: &ApiKey) -> Node {
+    let mut m = vec![
+        ("name".to_string(), Node::Scalar(scalar(&k.name))),
+        ("gcp_project".into(), Node::Scalar(scalar(&k.gcp_project))),
+    ];
+    if let Some(d) = &k.display_name {
+        m.push(("display_name".into(), Node::Scalar(scalar(d))));
+    }
+    if !k.restrict_apis.is_empty() {
+        m.push((
+            "restrict_apis".into(),
+            Node::FlowSeq(k.restrict_apis.iter().map(|a| flow_scalar(a)).collect()),
+        ));
+    }
+    m.push(("store".into(), Node::Scalar(scalar(&k.store))));
     Node::Map(m)
 }
 
@@ -233,31 +257,19 @@ fn supervisor_node(f: &SupervisorFile) -> Node {
             "credentials".to_string(),
             Node::Scalar(scalar(&g.credentials.value)),
         )];
-        if let Some(u) = &g.api_url {
-            gm.push(("api_url".into(), Node::Scalar(scalar(u))));
+        for (key, url) in [
+            ("api_url", &g.api_url),
+            ("monitoring_api_url", &g.monitoring_api_url),
+            ("apikeys_api_url", &g.apikeys_api_url),
+        ] {
+            if let Some(u) = url {
+                gm.push((key.into(), Node::Scalar(scalar(&u.value))));
+            }
         }
         m.push(("gcloud".into(), Node::Map(gm)));
     }
     if !f.vms.is_empty() {
-        m.push((
-            "vms".into(),
-            Node::Seq(
-                f.vms
-                    .iter()
-                    .map(|v| {
-                        Node::Map(vec![
-                            ("name".into(), Node::Scalar(scalar(&v.name.value))),
-                            ("project".into(), Node::Scalar(scalar(&v.project.value))),
-                            ("zone".into(), Node::Scalar(scalar(&v.zone.value))),
-                            (
-                                "machine_type".into(),
-                                Node::Scalar(scalar(&v.machine_type.value)),
-                            ),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ));
+        m.push(("vms".into(), Node::Seq(f.vms.iter().map(vm_node).collect())));
     }
     if let Some(i) = &f.instructions {
         let mut im = Vec::new();
@@ -274,6 +286,23 @@ fn supervisor_node(f: &SupervisorFile) -> Node {
     Node::Map(m)
 }
 
+/// A VM in canonical form: the deprecated `project` key is written as `gcp_project`.
+fn vm_node(v: &VmDecl) -> Node {
+    let mut m = vec![("name".to_string(), Node::Scalar(scalar(&v.name.value)))];
+    if let Some(p) = v.gcp_project.as_ref().or(v.project.as_ref()) {
+        m.push(("gcp_project".into(), Node::Scalar(scalar(&p.value))));
+    }
+    m.push(("zone".into(), Node::Scalar(scalar(&v.zone.value))));
+    m.push((
+        "machine_type".into(),
+        Node::Scalar(scalar(&v.machine_type.value)),
+    ));
+    if let Some(r) = &v.running {
+        m.push(("running".into(), Node::Scalar(r.value.to_string())));
+    }
+    Node::Map(m)
+}
+
 /// A project file in canonical form, keeping the comments of `original` (when given).
 pub fn project_yaml(p: &Project, original: Option<&str>) -> String {
     emit(&project_node(p), original)
@@ -281,7 +310,35 @@ pub fn project_yaml(p: &Project, original: Option<&str>) -> String {
 
 /// `supervisor.yaml` in canonical form, keeping the comments of `original`.
 pub fn supervisor_yaml(f: &SupervisorFile, original: Option<&str>) -> String {
-    emit(&supervisor_node(f), original)
+    emit_with(&supervisor_node(f), original, |c| {
+        // Comments on a VM's deprecated `project` key follow it to `gcp_project`.
+        let renamed = |anchor: &str| {
+            anchor
+                .strip_prefix("vms[")
+                .filter(|rest| rest.ends_with("].project"))
+                .map(|rest| format!("vms[{}.gcp_project", &rest[..rest.len() - ".project".len()]))
+        };
+        let before: Vec<String> = c
+            .before
+            .keys()
+            .filter_map(|k| renamed(k).map(|_| k.clone()))
+            .collect();
+        for k in before {
+            if let (Some(v), Some(n)) = (c.before.remove(&k), renamed(&k)) {
+                c.before.insert(n, v);
+            }
+        }
+        let inline: Vec<String> = c
+            .inline
+            .keys()
+            .filter_map(|k| renamed(k).map(|_| k.clone()))
+            .collect();
+        for k in inline {
+            if let (Some(v), Some(n)) = (c.inline.remove(&k), renamed(&k)) {
+                c.inline.insert(n, v);
+            }
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -570,7 +627,13 @@ impl Emitter {
 }
 
 fn emit(node: &Node, original: Option<&str>) -> String {
-    let comments = original.map(collect_comments).unwrap_or_default();
+    emit_with(node, original, |_| {})
+}
+
+/// Emits `node`; `adjust` may re-anchor the original's comments first (renamed keys).
+fn emit_with(node: &Node, original: Option<&str>, adjust: impl FnOnce(&mut Comments)) -> String {
+    let mut comments = original.map(collect_comments).unwrap_or_default();
+    adjust(&mut comments);
     let mut e = Emitter {
         out: String::new(),
         comments,
@@ -652,6 +715,40 @@ mod tests {
     }
 
     #[test]
+    fn fmt_rewrites_the_deprecated_vm_key_and_keeps_its_comments() {
+        let original = "gcloud:\n  credentials: secret:meta/gcloud/service_account\nvms:\n  # the web host\n  - name: host-1\n    project: my-gcp-project  # billing account B\n    zone: us-central1-a\n    machine_type: e2-standard-4\n    running: true\n";
+        let f: SupervisorFile =
+            super::super::validate::parse_file(std::path::Path::new("s.yaml"), original).unwrap();
+        let out = supervisor_yaml(&f, Some(original));
+        assert_eq!(
+            out,
+            "ports:\n  projects: { start: 3000, end: 8999, block: 100 }\n  shared: { start: 9000, end: 9999 }\ngcloud:\n  credentials: secret:meta/gcloud/service_account\nvms:\n  # the web host\n  - name: host-1\n    gcp_project: my-gcp-project  # billing account B\n    zone: us-central1-a\n    machine_type: e2-standard-4\n    running: true\n"
+        );
+        let again: SupervisorFile =
+            super::super::validate::parse_file(std::path::Path::new("s.yaml"), &out).unwrap();
+        assert_eq!(supervisor_yaml(&again, Some(&out)), out, "idempotent");
+    }
+
+    #[test]
+    fn api_keys_round_trip() {
+        let text = "name: shop\napi_keys:\n  - name: maps\n    gcp_project: my-gcp-project\n    display_name: \"Shop: maps\"\n    restrict_apis: [maps-backend.googleapis.com, geocoding-backend.googleapis.com]\n    store: project/shop/maps_key\n";
+        let src = super::super::Sources {
+            dir: "state".into(),
+            supervisor: Some((
+                "state/supervisor.yaml".into(),
+                "gcloud:\n  credentials: secret:meta/gcloud/service_account\n".into(),
+            )),
+            projects: vec![("state/projects/shop.yaml".into(), text.to_string())],
+        };
+        let p = super::super::validate::desired_from_sources(&src)
+            .unwrap()
+            .projects
+            .remove("shop")
+            .unwrap();
+        assert_eq!(project_yaml(&p, Some(text)), text);
+    }
+
+    #[test]
     fn awkward_strings_round_trip() {
         let p = Project {
             name: "shop".into(),
@@ -670,6 +767,7 @@ mod tests {
             knowledge: vec!["docs".into(), "src/api".into()],
             instructions: Some("  leading spaces\nsecond".into()),
             instructions_dir: None,
+            api_keys: vec![],
         };
         let out = project_yaml(&p, None);
         assert_eq!(parse_project(&out), p, "{out}");

@@ -6,8 +6,20 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+/// Whether a diagnostic stops loading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The state is invalid; nothing is loaded.
+    #[default]
+    Error,
+    /// Loading goes on (a deprecated key that is still understood).
+    Warning,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub file: PathBuf,
     /// 1-based; 0 when the problem concerns the whole file.
     pub line: u64,
@@ -41,6 +53,7 @@ fn capped(text: String, max: usize) -> String {
 impl Diagnostic {
     pub fn new(file: &Path, at: serde_saphyr::Location, message: impl Into<String>) -> Self {
         Diagnostic {
+            severity: Severity::Error,
             file: file.to_path_buf(),
             line: at.line(),
             column: at.column(),
@@ -61,6 +74,16 @@ impl Diagnostic {
             column,
             ..Diagnostic::whole_file(file, message)
         }
+    }
+
+    /// The same diagnostic as a warning (it does not stop loading).
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -103,17 +126,21 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
         if self.line > 0 {
             write!(
                 f,
-                "{}:{}:{}: error: {}",
+                "{}:{}:{}: {label}: {}",
                 self.file.display(),
                 self.line,
                 self.column,
                 self.message
             )?;
         } else {
-            write!(f, "{}: error: {}", self.file.display(), self.message)?;
+            write!(f, "{}: {label}: {}", self.file.display(), self.message)?;
         }
         if let Some(src) = &self.source_line {
             let col = (self.caret.unwrap_or(self.column).max(1) - 1) as usize;
@@ -140,7 +167,7 @@ impl fmt::Display for Diagnostics {
         for d in &self.0 {
             writeln!(f, "{d}")?;
         }
-        let n = self.0.len();
+        let n = self.0.iter().filter(|d| d.is_error()).count();
         write!(
             f,
             "{n} error{} in the desired state; nothing was changed",

@@ -262,10 +262,125 @@ pub fn remove_service(
     })
 }
 
+/// Adds an API key declaration to a project or replaces the one with the same name.
+pub fn upsert_api_key(
+    dir: &Path,
+    project: &str,
+    key: &super::ApiKey,
+    expected_revision: &str,
+) -> Result<Edited, EditError> {
+    edit_project(dir, project, Some(expected_revision), |current| {
+        let mut p = current
+            .ok_or_else(|| EditError::NotFound(format!("there is no project `{project}`")))?;
+        match p.api_keys.iter_mut().find(|k| k.name == key.name) {
+            Some(k) => *k = key.clone(),
+            None => p.api_keys.push(key.clone()),
+        }
+        Ok(p)
+    })
+}
+
+/// Sets the machine type of VM `vm` in `supervisor.yaml` (comments kept, canonical form, validated).
+pub fn set_vm_machine_type(
+    dir: &Path,
+    vm: &str,
+    machine_type: &str,
+    expected_revision: &str,
+) -> Result<Edited, EditError> {
+    let _serial = EDIT.lock().unwrap_or_else(|e| e.into_inner());
+    let _across = lock_edits(dir)?;
+    let sources = Sources::read(dir).map_err(EditError::Invalid)?;
+    let actual = sources.revision();
+    if actual != expected_revision {
+        return Err(EditError::Stale {
+            expected: expected_revision.to_string(),
+            actual,
+        });
+    }
+    let Some((path, original)) = sources.supervisor.clone() else {
+        return Err(EditError::NotFound(format!(
+            "there is no {} (and so no VM `{vm}`)",
+            super::SUPERVISOR_FILE
+        )));
+    };
+    let mut file = super::validate::parse_file::<super::model::SupervisorFile>(&path, &original)
+        .map_err(EditError::Invalid)?;
+    let decl = file
+        .vms
+        .iter_mut()
+        .find(|v| v.name.value == vm)
+        .ok_or_else(|| {
+            EditError::NotFound(format!("there is no VM `{vm}` in {}", path.display()))
+        })?;
+    decl.machine_type.value = machine_type.to_string();
+    let text = canonical::supervisor_yaml(&file, Some(&original));
+    let mut next = sources.clone();
+    next.supervisor = Some((path.clone(), text.clone()));
+    let desired = super::validate::desired_from_sources(&next).map_err(EditError::Invalid)?;
+    let changed = original != text;
+    if changed {
+        write_atomic(&path, &text).map_err(|source| EditError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(Edited {
+        path,
+        revision: desired.revision.clone(),
+        desired,
+        changed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::RequiredSecrets;
+
+    #[test]
+    fn a_vm_resize_edit_keeps_comments_and_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(
+            state.join("supervisor.yaml"),
+            "gcloud:\n  credentials: secret:meta/gcloud/service_account\nvms:\n  # the web host\n  - name: host-1\n    gcp_project: my-gcp-project\n    zone: us-central1-a\n    machine_type: e2-standard-4  # billing says so\n",
+        )
+        .unwrap();
+        let rev = crate::state::load(&state).unwrap().revision;
+        let e = set_vm_machine_type(&state, "host-1", "e2-standard-8", &rev).unwrap();
+        assert!(e.changed);
+        assert_eq!(e.desired.vms[0].machine_type, "e2-standard-8");
+        let text = std::fs::read_to_string(state.join("supervisor.yaml")).unwrap();
+        assert!(
+            text.contains("  # the web host\n  - name: host-1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("machine_type: e2-standard-8  # billing says so\n"),
+            "{text}"
+        );
+        // Stale, unknown VM and invalid type: refused, nothing written.
+        assert!(matches!(
+            set_vm_machine_type(&state, "host-1", "e2-standard-2", &rev),
+            Err(EditError::Stale { .. })
+        ));
+        let now = e.revision;
+        assert!(matches!(
+            set_vm_machine_type(&state, "host-9", "e2-standard-2", &now),
+            Err(EditError::NotFound(_))
+        ));
+        let bad = set_vm_machine_type(&state, "host-1", "enormous", &now).unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("`enormous` is not a valid machine type"),
+            "{bad}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(state.join("supervisor.yaml")).unwrap(),
+            text
+        );
+    }
 
     fn setup() -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
@@ -365,6 +480,7 @@ mod tests {
             knowledge: vec![],
             instructions: None,
             instructions_dir: None,
+            api_keys: vec![],
         };
         let out = upsert_project(&state, &p, &rev).unwrap();
         assert_eq!(out.desired.projects["blog"].services[0].port, Some(3201));

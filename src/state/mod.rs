@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use hostname::Hostname;
 pub use model::TunnelMode;
 pub(crate) use validate::{NAME_HINT, is_valid_name};
@@ -48,6 +48,9 @@ pub struct Desired {
     pub vms: Vec<Vm>,
     pub instructions: InstructionSettings,
     pub projects: BTreeMap<String, Project>,
+    /// Problems that do not stop loading (a deprecated key), located like errors.
+    #[serde(skip)]
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// How CLAUDE.md files are generated.
@@ -109,16 +112,39 @@ pub struct Tunnel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gcloud {
+    /// A vault path (`meta/gcloud/service_account`), never the key.
     pub credentials_secret: String,
+    /// Compute Engine API base URL (`gcloud.api_url`).
     pub api_url: Option<String>,
+    pub monitoring_api_url: Option<String>,
+    pub apikeys_api_url: Option<String>,
 }
 
+/// A Compute Engine VM whose machine type (and optionally running state) is managed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Vm {
     pub name: String,
-    pub project: String,
+    /// The Google Cloud project id (not a supervisor project).
+    pub gcp_project: String,
     pub zone: String,
+    /// Short name, e.g. `e2-standard-4`.
     pub machine_type: String,
+    /// `Some(true)`: keep running; `Some(false)`: keep stopped; `None`: leave as it is.
+    pub running: Option<bool>,
+}
+
+/// A Google Cloud API key declared by a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: String,
+    pub gcp_project: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrict_apis: Vec<String>,
+    /// The vault path the key string is written to.
+    pub store: String,
 }
 
 /// One project, in the shape of its file (this is also what machine edits write back).
@@ -147,6 +173,8 @@ pub struct Project {
     /// A folder of `*.md` files that join the project's instruction layer (relative to `path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKey>,
 }
 
 fn default_host() -> String {
@@ -196,6 +224,11 @@ impl Desired {
 
     pub fn service_count(&self) -> usize {
         self.projects.values().map(|p| p.services.len()).sum()
+    }
+
+    /// The declared VM `name`.
+    pub fn vm(&self, name: &str) -> Option<&Vm> {
+        self.vms.iter().find(|v| v.name == name)
     }
 }
 
@@ -332,12 +365,12 @@ pub fn summary(dir: &Path) -> Result<String, String> {
             d.revision
         )),
         Err(diags) => {
-            let first = diags
-                .0
+            let errors: Vec<&Diagnostic> = diags.0.iter().filter(|d| d.is_error()).collect();
+            let first = errors
                 .first()
                 .map(|d| d.message.clone())
                 .unwrap_or_default();
-            Err(match diags.0.len() {
+            Err(match errors.len() {
                 1 => first,
                 n => format!("{first} (and {} more; run `supervisor validate`)", n - 1),
             })
@@ -378,16 +411,23 @@ pub fn configured_providers(dir: &Path) -> Vec<(&'static str, String)> {
             "not configured (no public hostnames are managed)".into(),
         ),
     });
+    let keys: usize = d.projects.values().map(|p| p.api_keys.len()).sum();
     out.push(match &d.gcloud {
         Some(g) => (
             "gcloud",
             format!(
-                "{} VMs, credentials from secret {}",
+                "{} VM{}, {} API key{}, credentials from secret {}",
                 d.vms.len(),
+                if d.vms.len() == 1 { "" } else { "s" },
+                keys,
+                if keys == 1 { "" } else { "s" },
                 g.credentials_secret
             ),
         ),
-        None => ("gcloud", "not configured (no VMs are managed)".into()),
+        None => (
+            "gcloud",
+            "not configured (no VMs or API keys are managed)".into(),
+        ),
     });
     out
 }

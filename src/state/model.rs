@@ -268,25 +268,72 @@ pub struct GcloudSettings {
     /// A reference to the service-account JSON in the vault: `secret:meta/gcloud/service_account`.
     #[schemars(with = "String")]
     pub credentials: Spanned<String>,
-    /// Compute API base URL (default https://compute.googleapis.com/compute/v1).
+    /// Compute Engine API base URL (default https://compute.googleapis.com/compute/v1; env
+    /// SUPERVISOR_GCE_API_URL wins).
     #[serde(default)]
-    pub api_url: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub api_url: Option<Spanned<String>>,
+    /// Cloud Monitoring API base URL (default https://monitoring.googleapis.com/v3; env
+    /// SUPERVISOR_MONITORING_API_URL wins).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub monitoring_api_url: Option<Spanned<String>>,
+    /// API Keys API base URL (default https://apikeys.googleapis.com/v2; env
+    /// SUPERVISOR_APIKEYS_API_URL wins).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub apikeys_api_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmDecl {
+    /// The instance name in Compute Engine.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
-    /// The Google Cloud project id.
+    /// The Google Cloud project id the instance lives in (not a supervisor project).
+    #[serde(default)]
     #[schemars(with = "String")]
-    pub project: Spanned<String>,
+    pub gcp_project: Option<Spanned<String>>,
+    /// Deprecated spelling of `gcp_project` (accepted with a warning; `supervisor fmt` rewrites it).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("deprecated" = true))]
+    pub project: Option<Spanned<String>>,
     /// e.g. us-central1-a
     #[schemars(with = "String")]
     pub zone: Spanned<String>,
     /// e.g. e2-standard-4 or custom-4-16384
     #[schemars(with = "String")]
     pub machine_type: Spanned<String>,
+    /// `true`: keep the VM running (start it when it is stopped, also after a resize); `false`: keep
+    /// it stopped (stopping it is disruptive). Absent: leave it as it is (a resize restarts a VM that
+    /// was running and leaves a stopped one stopped).
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub running: Option<Spanned<bool>>,
+}
+
+/// A Google Cloud API key the supervisor creates and stores in the vault.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyDecl {
+    /// Lower-case letters, digits and dashes; unique in the project.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The Google Cloud project the key is created in.
+    #[schemars(with = "String")]
+    pub gcp_project: Spanned<String>,
+    /// Shown in the Cloud console (at most 63 characters; default `<project>/<name>`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub display_name: Option<Spanned<String>>,
+    /// Services the key may call, e.g. maps-backend.googleapis.com (empty: unrestricted).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub restrict_apis: Vec<Spanned<String>>,
+    /// The vault path the key string is written to (`project/<name>/…` of this project).
+    #[schemars(with = "String")]
+    pub store: Spanned<String>,
 }
 
 /// `state/projects/<name>.yaml`: one project.
@@ -327,6 +374,9 @@ pub struct ProjectFile {
     #[serde(default)]
     #[schemars(with = "Option<PathBuf>")]
     pub instructions_dir: Option<Spanned<PathBuf>>,
+    /// Google Cloud API keys created for the project, their key strings stored in the vault.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyDecl>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

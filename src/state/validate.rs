@@ -59,6 +59,16 @@ impl FileDiags<'_> {
         }
         self.out.push(d);
     }
+
+    /// A problem that does not stop loading.
+    fn warn(&mut self, loc: Location, message: impl Into<String>, hint: &str) {
+        self.out.push(
+            Diagnostic::new(self.path, loc, message)
+                .with_source(self.text)
+                .hint(hint)
+                .warning(),
+        );
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -232,10 +242,11 @@ pub(super) fn desired_from_sources(src: &Sources) -> Result<Desired, Diagnostics
     );
     let desired_projects = check_projects(&settings, &projects, &mut diags);
 
-    if !diags.is_empty() {
+    if diags.iter().any(Diagnostic::is_error) {
         return Err(Diagnostics(diags));
     }
     Ok(Desired {
+        warnings: diags,
         dir: src.dir.clone(),
         revision: src.revision(),
         ports: settings.ports,
@@ -433,9 +444,19 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
         }
     });
 
-    let gcloud = sup.gcloud.as_ref().map(|g| Gcloud {
-        credentials_secret: secret_ref(&g.credentials, "gcloud.credentials", d),
-        api_url: g.api_url.clone(),
+    let gcloud = sup.gcloud.as_ref().map(|g| {
+        let url = |u: &Option<Spanned<String>>, what: &str, d: &mut FileDiags<'_>| {
+            u.as_ref().map(|u| {
+                check_url(u, what, d);
+                u.value.clone()
+            })
+        };
+        Gcloud {
+            credentials_secret: secret_ref(&g.credentials, "gcloud.credentials", d),
+            api_url: url(&g.api_url, "gcloud.api_url", d),
+            monitoring_api_url: url(&g.monitoring_api_url, "gcloud.monitoring_api_url", d),
+            apikeys_api_url: url(&g.apikeys_api_url, "gcloud.apikeys_api_url", d),
+        }
     });
 
     let mut vms = Vec::new();
@@ -453,15 +474,41 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
                 None,
             );
         }
-        if !GCP_PROJECT.is_match(&vm.project.value) {
-            d.at(
-                vm.project.referenced,
-                format!(
-                    "`{}` is not a valid Google Cloud project id",
-                    vm.project.value
-                ),
-                Some("6–30 lower-case letters, digits or dashes, starting with a letter"),
-            );
+        let gcp_project = match (&vm.gcp_project, &vm.project) {
+            (Some(p), None) => Some(p),
+            (None, Some(old)) => {
+                d.warn(
+                    old.referenced,
+                    format!(
+                        "`project` of VM `{}` is deprecated: it names the Google Cloud project, now spelled `gcp_project`",
+                        vm.name.value
+                    ),
+                    "rename the key to gcp_project (`supervisor fmt` does it for you)",
+                );
+                Some(old)
+            }
+            (Some(p), Some(old)) => {
+                d.at(
+                    old.referenced,
+                    format!(
+                        "VM `{}` has both `gcp_project` and its deprecated spelling `project`",
+                        vm.name.value
+                    ),
+                    Some("keep only gcp_project"),
+                );
+                Some(p)
+            }
+            (None, None) => {
+                d.at(
+                    vm.name.referenced,
+                    format!("VM `{}` has no gcp_project", vm.name.value),
+                    Some("add `gcp_project: <Google Cloud project id>`"),
+                );
+                None
+            }
+        };
+        if let Some(p) = gcp_project {
+            check_gcp_project(p, d);
         }
         if !GCE_ZONE.is_match(&vm.zone.value) {
             d.at(
@@ -480,15 +527,19 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
         if gcloud.is_none() {
             d.at(
                 vm.name.referenced,
-                "VMs need gcloud.credentials to be configured",
-                None,
+                format!(
+                    "VM `{}` cannot be managed: no gcloud credentials are configured",
+                    vm.name.value
+                ),
+                Some("add `gcloud: { credentials: secret:meta/gcloud/service_account }` to supervisor.yaml (and store the service-account JSON there), or remove the VM"),
             );
         }
         vms.push(Vm {
             name: vm.name.value.clone(),
-            project: vm.project.value.clone(),
+            gcp_project: gcp_project.map(|p| p.value.clone()).unwrap_or_default(),
             zone: vm.zone.value.clone(),
             machine_type: vm.machine_type.value.clone(),
+            running: vm.running.as_ref().map(|r| r.value),
         });
     }
 
@@ -501,6 +552,16 @@ fn check_settings(sup: &SupervisorFile, d: &mut FileDiags<'_>) -> Settings {
         gcloud,
         vms,
         instructions,
+    }
+}
+
+fn check_gcp_project(p: &Spanned<String>, d: &mut FileDiags<'_>) {
+    if !GCP_PROJECT.is_match(&p.value) {
+        d.at(
+            p.referenced,
+            format!("`{}` is not a valid Google Cloud project id", p.value),
+            Some("6–30 lower-case letters, digits or dashes, starting with a letter"),
+        );
     }
 }
 
@@ -679,6 +740,21 @@ pub(crate) fn project_from_file(p: &ProjectFile) -> Project {
             .collect(),
         instructions: p.instructions.clone(),
         instructions_dir: p.instructions_dir.as_ref().map(|d| d.value.clone()),
+        api_keys: p
+            .api_keys
+            .iter()
+            .map(|k| ApiKey {
+                name: k.name.value.clone(),
+                gcp_project: k.gcp_project.value.clone(),
+                display_name: k.display_name.as_ref().map(|x| x.value.clone()),
+                restrict_apis: k
+                    .restrict_apis
+                    .iter()
+                    .map(|a| a.value.trim().to_ascii_lowercase())
+                    .collect(),
+                store: k.store.value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -876,6 +952,7 @@ fn check_projects(
             );
         }
         check_knowledge(p, &mut d);
+        check_api_keys(settings, p, &mut d);
 
         if out.contains_key(name) {
             d.at(
@@ -887,6 +964,94 @@ fn check_projects(
         out.insert(name.clone(), project_from_file(p));
     }
     out
+}
+
+/// The longest display name the API Keys API accepts.
+const DISPLAY_NAME_MAX: usize = 63;
+
+fn check_api_keys(settings: &Settings, p: &ProjectFile, d: &mut FileDiags<'_>) {
+    let project = &p.name.value;
+    let mut names: HashMap<&str, Location> = HashMap::new();
+    let mut stores: HashMap<&str, &str> = HashMap::new();
+    for k in &p.api_keys {
+        check_name(&k.name, "API key", d);
+        if let Some(first) = names.insert(&k.name.value, k.name.referenced) {
+            d.at(
+                k.name.referenced,
+                format!(
+                    "API key `{}` is declared twice in project `{project}` (first at line {})",
+                    k.name.value,
+                    first.line()
+                ),
+                None,
+            );
+        }
+        check_gcp_project(&k.gcp_project, d);
+        if let Some(dn) = &k.display_name {
+            let n = dn.value.chars().count();
+            if dn.value.trim().is_empty() || n > DISPLAY_NAME_MAX {
+                d.at(
+                    dn.referenced,
+                    format!("display_name must be 1–{DISPLAY_NAME_MAX} characters (it has {n})"),
+                    None,
+                );
+            }
+        }
+        let mut apis: HashMap<String, Location> = HashMap::new();
+        for a in &k.restrict_apis {
+            let service = a.value.trim().to_ascii_lowercase();
+            if check_hostname(&service).is_err() || service.starts_with("*.") {
+                d.at(
+                    a.referenced,
+                    format!("`{}` is not a Google API service name", a.value),
+                    Some("e.g. maps-backend.googleapis.com"),
+                );
+            }
+            if let Some(first) = apis.insert(service.clone(), a.referenced) {
+                d.at(
+                    a.referenced,
+                    format!(
+                        "`{service}` is listed twice (first at line {})",
+                        first.line()
+                    ),
+                    None,
+                );
+            }
+        }
+        match SecretPath::parse(&k.store.value) {
+            Ok(sp) if sp.project() == Some(project.as_str()) => {
+                if let Some(other) = stores.insert(&k.store.value, &k.name.value) {
+                    d.at(
+                        k.store.referenced,
+                        format!(
+                            "`{}` is already where API key `{other}` is stored",
+                            k.store.value
+                        ),
+                        Some("each key needs its own vault path"),
+                    );
+                }
+            }
+            Ok(_) => d.at(
+                k.store.referenced,
+                format!(
+                    "API key `{}` would be stored at `{}`, outside project `{project}`",
+                    k.name.value, k.store.value
+                ),
+                Some(&format!("use project/{project}/<name>")),
+            ),
+            Err(e) => d.at(k.store.referenced, e.to_string(), None),
+        }
+        if settings.gcloud.is_none() {
+            d.at(
+                k.name.referenced,
+                format!(
+                    "API key `{}` cannot be managed: no gcloud credentials are configured",
+                    k.name.value
+                ),
+                Some("add `gcloud: { credentials: secret:meta/gcloud/service_account }` to supervisor.yaml"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1225,6 +1390,103 @@ mod tests {
         fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
             let _ = desired_from_sources(&sources(Some(&text), &[("shop", &text)]));
         }
+    }
+
+    const GCLOUD: &str = "gcloud:\n  credentials: secret:meta/gcloud/service_account\n";
+
+    #[test]
+    fn vms_without_gcloud_credentials_are_an_error_naming_file_and_line() {
+        let sup = "vms:\n  - name: host-1\n    gcp_project: my-gcp-project\n    zone: us-central1-a\n    machine_type: e2-standard-4\n";
+        assert_eq!(
+            errors(&sources(Some(sup), &[])),
+            vec![
+                "state/supervisor.yaml:2:11: VM `host-1` cannot be managed: no gcloud credentials are configured"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_old_project_key_of_a_vm_is_a_warning_and_still_understood() {
+        let sup = format!(
+            "{GCLOUD}vms:\n  - name: host-1\n    project: my-gcp-project\n    zone: us-central1-a\n    machine_type: e2-standard-4\n    running: true\n"
+        );
+        let d = desired_from_sources(&sources(Some(&sup), &[])).unwrap();
+        assert_eq!(
+            d.vms,
+            vec![Vm {
+                name: "host-1".into(),
+                gcp_project: "my-gcp-project".into(),
+                zone: "us-central1-a".into(),
+                machine_type: "e2-standard-4".into(),
+                running: Some(true),
+            }]
+        );
+        let warnings: Vec<String> = d.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with(
+                "state/supervisor.yaml:5:14: warning: `project` of VM `host-1` is deprecated"
+            ),
+            "{warnings:#?}"
+        );
+        // Both spellings at once is an error; neither is one too.
+        let both = format!(
+            "{GCLOUD}vms:\n  - name: host-1\n    project: a-gcp-project\n    gcp_project: my-gcp-project\n    zone: us-central1-a\n    machine_type: e2-standard-4\n"
+        );
+        assert_eq!(
+            errors(&sources(Some(&both), &[])),
+            vec![
+                "state/supervisor.yaml:5:14: VM `host-1` has both `gcp_project` and its deprecated spelling `project`"
+            ]
+        );
+        let neither = format!(
+            "{GCLOUD}vms:\n  - name: host-1\n    zone: us-central1-a\n    machine_type: e2-standard-4\n"
+        );
+        assert_eq!(
+            errors(&sources(Some(&neither), &[])),
+            vec!["state/supervisor.yaml:4:11: VM `host-1` has no gcp_project"]
+        );
+    }
+
+    #[test]
+    fn api_keys_are_checked_with_their_locations() {
+        let project = "name: shop\napi_keys:\n  - name: maps\n    gcp_project: my-gcp-project\n    display_name: Shop maps\n    restrict_apis: [maps-backend.googleapis.com]\n    store: project/shop/maps_key\n";
+        let d = desired_from_sources(&sources(Some(GCLOUD), &[("shop", project)])).unwrap();
+        assert_eq!(
+            d.projects["shop"].api_keys,
+            vec![ApiKey {
+                name: "maps".into(),
+                gcp_project: "my-gcp-project".into(),
+                display_name: Some("Shop maps".into()),
+                restrict_apis: vec!["maps-backend.googleapis.com".into()],
+                store: "project/shop/maps_key".into(),
+            }]
+        );
+        let bad = "name: shop\napi_keys:\n  - name: Maps\n    gcp_project: x\n    restrict_apis: [\"https://maps\", a.googleapis.com, a.googleapis.com]\n    store: project/blog/maps_key\n  - name: geo\n    gcp_project: my-gcp-project\n    display_name: \"\"\n    store: not a path\n";
+        let errs = errors(&sources(Some(GCLOUD), &[("shop", bad)]));
+        let expected = [
+            "state/projects/shop.yaml:3:11: invalid API key name `Maps`",
+            "state/projects/shop.yaml:4:18: `x` is not a valid Google Cloud project id",
+            "state/projects/shop.yaml:5:21: `https://maps` is not a Google API service name",
+            "state/projects/shop.yaml:5:55: `a.googleapis.com` is listed twice (first at line 5)",
+            "state/projects/shop.yaml:6:12: API key `Maps` would be stored at `project/blog/maps_key`, outside project `shop`",
+            "state/projects/shop.yaml:9:19: display_name must be 1–63 characters (it has 0)",
+        ];
+        for e in expected {
+            assert!(errs.iter().any(|x| x == e), "missing {e} in {errs:#?}");
+        }
+        assert!(
+            errs.iter()
+                .any(|x| x.starts_with("state/projects/shop.yaml:10:12: ")),
+            "{errs:#?}"
+        );
+        let no_gcloud = errors(&sources(None, &[("shop", project)]));
+        assert_eq!(
+            no_gcloud,
+            vec![
+                "state/projects/shop.yaml:3:11: API key `maps` cannot be managed: no gcloud credentials are configured"
+            ]
+        );
     }
 
     #[test]

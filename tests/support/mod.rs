@@ -1,10 +1,12 @@
 //! Shared test harness: real databases (a fresh SQLite file or a fresh PostgreSQL database per test),
-//! the built binary, temporary state directories, and fake cloud APIs (`fake_cloudflare`).
+//! the built binary, temporary state directories, and fake cloud APIs (`fake_cloudflare`,
+//! `fake_google`).
 #![allow(dead_code)]
 
 pub mod db;
 pub mod fake_cloudflare;
 pub mod fake_embeddings;
+pub mod fake_google;
 pub mod mcp;
 pub mod model;
 pub mod test_secrets;

@@ -11,6 +11,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use super::McpServer;
 
 mod checks;
+mod gcloud;
 mod knowledge;
 mod plan;
 mod ports;
@@ -19,7 +20,7 @@ mod state;
 mod timing;
 
 /// Tools served on the meta endpoint only (removed from project endpoints' lists).
-pub const META_ONLY: &[&str] = &[];
+pub const META_ONLY: &[&str] = gcloud::TOOLS;
 
 /// Every tool.
 pub fn all() -> ToolRouter<McpServer> {
@@ -30,4 +31,5 @@ pub fn all() -> ToolRouter<McpServer> {
         + McpServer::secrets_tools()
         + McpServer::timing_tools()
         + McpServer::knowledge_tools()
+        + McpServer::gcloud_tools()
 }
