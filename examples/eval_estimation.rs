@@ -30,7 +30,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rand::{Rng, SeedableRng};
 use supervisor::store::{self, Location, Store};
-use supervisor::timing::estimate::Params;
+use supervisor::timing::estimate::{Levels, Params};
 use supervisor::timing::service::EstimateRequest;
 use supervisor::timing::{Scope, Timing};
 
@@ -468,28 +468,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if sweep {
-        println!("\nParameter sweep on val (median |ln error| / coverage / median width):\n");
         let val = &per_split["val"];
-        for neighbours in [10, 20, 40, 80] {
-            for rank_power in [0.0, 1.0, 2.0] {
-                for base_weight in [1.0, 2.0, 4.0, 8.0] {
-                    let params = Params {
-                        neighbours,
-                        rank_power,
-                        base_weight,
-                        ..Params::default()
-                    };
-                    let t = Timing::new(store.clone()).with_params(params);
-                    let r = evaluate(&t, &train, val, false).await?;
-                    println!(
-                        "neighbours {neighbours:>3} rank_power {rank_power} base_weight {base_weight}: {:.4} / {:.3} / {:.1}",
-                        r.ours.median_error(),
-                        r.ours.covered as f64 / r.ours.with_interval as f64,
-                        median(&r.ours.widths)
-                    );
-                }
-            }
-        }
+        sweep_val(&store, &train, val).await?;
         return Ok(());
     }
 
@@ -503,5 +483,215 @@ async fn main() -> anyhow::Result<()> {
     if let Location::Postgres(_) = location {
         println!("\n(The PostgreSQL database keeps the imported history; drop it when done.)");
     }
+    Ok(())
+}
+
+/// What one validation issue's estimate can rest on, gathered once so that estimators can be compared
+/// in memory.
+struct Case {
+    actual: f64,
+    project: String,
+    levels: Levels,
+    /// Similar tasks in the issue's project: (ln seconds, score).
+    local: Vec<(f64, f64)>,
+    /// Similar tasks in every project: (ln seconds, score, project).
+    global: Vec<(f64, f64, String)>,
+}
+
+fn weighted_median(points: &mut [(f64, f64)]) -> f64 {
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = points.iter().map(|p| p.1).sum();
+    let mut acc = 0.0;
+    for &(x, w) in points.iter() {
+        acc += w;
+        if acc >= total / 2.0 {
+            return x;
+        }
+    }
+    points.last().map_or(f64::NAN, |p| p.0)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// (score / best)^p
+    Score(f64),
+    /// 1 / (1 + rank)^p
+    Rank(f64),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    k: usize,
+    kernel: Kernel,
+    base_weight: f64,
+    median: bool,
+    /// Neighbours from every project, shifted by the difference of the projects' mean ln-durations.
+    global: bool,
+}
+
+fn variant_centre(c: &Case, base: f64, v: &Variant, project_means: &HashMap<String, f64>) -> f64 {
+    let nbrs: Vec<(f64, f64)> = if v.global {
+        let own = project_means.get(&c.project).copied().unwrap_or(base);
+        c.global
+            .iter()
+            .map(|(x, s, p)| (x - project_means.get(p).copied().unwrap_or(own) + own, *s))
+            .take(v.k)
+            .collect()
+    } else {
+        c.local.iter().copied().take(v.k).collect()
+    };
+    let best = nbrs.iter().map(|n| n.1).fold(0.0, f64::max);
+    let mut points: Vec<(f64, f64)> = nbrs
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.1 > 0.0)
+        .map(|(i, n)| {
+            let w = match v.kernel {
+                Kernel::Score(p) => (n.1 / best).powf(p),
+                Kernel::Rank(p) => (1.0 + i as f64).powf(-p),
+            };
+            (n.0, w)
+        })
+        .collect();
+    if v.base_weight > 0.0 {
+        points.push((base, v.base_weight));
+    }
+    if points.is_empty() {
+        return base;
+    }
+    if v.median {
+        weighted_median(&mut points)
+    } else {
+        points.iter().map(|p| p.0 * p.1).sum::<f64>() / points.iter().map(|p| p.1).sum::<f64>()
+    }
+}
+
+async fn sweep_val(store: &Arc<dyn Store>, train: &[&Issue], val: &[&Issue]) -> anyhow::Result<()> {
+    const POOL: usize = 160;
+    let started = Instant::now();
+    let local_t = Timing::new(store.clone());
+    // min_samples beyond any level: similar tasks are searched across all projects.
+    let global_t = Timing::new(store.clone()).with_params(Params {
+        min_samples: i64::MAX,
+        ..Params::default()
+    });
+    let mut cases = Vec::with_capacity(val.len());
+    for item in val {
+        let req = EstimateRequest {
+            task_id: None,
+            description: item.text.clone(),
+            task_type: "story".into(),
+            project: Some(item.project.clone()),
+            agent_estimate_seconds: None,
+        };
+        let (levels, local) = local_t.evidence(&Scope::All, &req, POOL).await?;
+        let (_, global) = global_t.evidence(&Scope::All, &req, POOL).await?;
+        cases.push(Case {
+            actual: item.seconds.ln(),
+            project: item.project.clone(),
+            levels,
+            local: local
+                .iter()
+                .map(|s| (s.duration_seconds.ln(), s.score))
+                .collect(),
+            global: global
+                .into_iter()
+                .map(|s| (s.duration_seconds.ln(), s.score, s.project))
+                .collect(),
+        });
+    }
+    println!(
+        "\nEvidence for {} val issues gathered in {:.1} s (up to {POOL} similar tasks each).",
+        cases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    for i in train {
+        let e = sums.entry(i.project.clone()).or_default();
+        e.0 += i.seconds.ln();
+        e.1 += 1.0;
+    }
+    let project_means: HashMap<String, f64> =
+        sums.into_iter().map(|(p, (s, n))| (p, s / n)).collect();
+    // The base level alone (no similar tasks): centre and half-width in log space.
+    let bases: Vec<(f64, f64)> = cases
+        .iter()
+        .map(|c| {
+            let e =
+                supervisor::timing::estimate::estimate(&c.levels, &[], None, &Params::default());
+            e.map_or((f64::NAN, f64::NAN), |e| {
+                let centre = e.estimated_seconds.ln();
+                (centre, e.interval_high_seconds.ln() - centre)
+            })
+        })
+        .collect();
+    let score = |v: &Variant| -> (f64, f64, f64) {
+        let mut errs = Vec::with_capacity(cases.len());
+        let mut covered = 0usize;
+        for (c, (b, half)) in cases.iter().zip(&bases) {
+            let centre = variant_centre(c, *b, v, &project_means);
+            errs.push((centre - c.actual).abs());
+            if (centre - c.actual).abs() <= *half {
+                covered += 1;
+            }
+        }
+        (
+            median(&errs),
+            mean(&errs),
+            covered as f64 / cases.len() as f64,
+        )
+    };
+    println!("\nvariant: median |ln err| / mean |ln err| / coverage of the base half-width\n");
+    let mut results = Vec::new();
+    for global in [false, true] {
+        for median_centre in [false, true] {
+            for k in [5, 10, 20, 40, 80, 160] {
+                let kernels = [
+                    Kernel::Score(0.0),
+                    Kernel::Score(1.0),
+                    Kernel::Score(2.0),
+                    Kernel::Score(4.0),
+                    Kernel::Rank(0.5),
+                    Kernel::Rank(1.0),
+                ];
+                for kernel in kernels {
+                    for base_weight in [0.0, 1.0, 2.0, 4.0, 8.0, 16.0] {
+                        let v = Variant {
+                            k,
+                            kernel,
+                            base_weight,
+                            median: median_centre,
+                            global,
+                        };
+                        let r = score(&v);
+                        results.push((r, v));
+                    }
+                }
+            }
+        }
+    }
+    results.sort_by(|a, b| a.0.0.total_cmp(&b.0.0));
+    for ((med, mn, cov), v) in results.iter().take(40) {
+        println!("{med:.4} / {mn:.4} / {cov:.3}  {v:?}");
+    }
+    for global in [false, true] {
+        for m in [false, true] {
+            if let Some(((med, mn, cov), v)) = results
+                .iter()
+                .find(|(_, v)| v.global == global && v.median == m)
+            {
+                println!("best global={global} median={m}: {med:.4} / {mn:.4} / {cov:.3}  {v:?}");
+            }
+        }
+    }
+    let current = Variant {
+        k: 40,
+        kernel: Kernel::Score(2.0),
+        base_weight: 4.0,
+        median: false,
+        global: false,
+    };
+    let (med, mn, cov) = score(&current);
+    println!("current defaults: {med:.4} / {mn:.4} / {cov:.3}  {current:?}");
     Ok(())
 }

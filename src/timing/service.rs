@@ -649,15 +649,29 @@ impl Timing {
         Ok(out)
     }
 
-    async fn estimate_checked(
+    /// The evidence an estimate of this request rests on: the statistics of its levels and up to
+    /// `limit` similar completed tasks, most similar first (what [`Timing::estimate`] weighs; for
+    /// evaluating estimators on real history).
+    pub async fn evidence(
         &self,
         scope: &Scope,
-        task_id: Option<String>,
+        req: &EstimateRequest,
+        limit: usize,
+    ) -> Result<(Levels, Vec<SimilarTask>)> {
+        let project = scope.resolve(req.project.as_deref())?;
+        let desc = description(&req.description)?;
+        let ty = task_type(&req.task_type)?;
+        self.gather(scope, &desc, &ty, &project, limit).await
+    }
+
+    async fn gather(
+        &self,
+        scope: &Scope,
         desc: &str,
         ty: &str,
         project: &str,
-        own: Option<f64>,
-    ) -> Result<EstimateOut> {
+        limit: usize,
+    ) -> Result<(Levels, Vec<SimilarTask>)> {
         let levels = levels(self.store.stats_for_estimate(ty).await?, ty, project);
         let Some(level) = levels.search_level(self.params.min_samples) else {
             return Err(TimingError::NoHistory);
@@ -672,12 +686,22 @@ impl Timing {
         };
         let similar = self
             .store
-            .similar_tasks(
-                desc,
-                search_type,
-                search_project,
-                self.params.neighbours as i64,
-            )
+            .similar_tasks(desc, search_type, search_project, limit as i64)
+            .await?;
+        Ok((levels, similar))
+    }
+
+    async fn estimate_checked(
+        &self,
+        scope: &Scope,
+        task_id: Option<String>,
+        desc: &str,
+        ty: &str,
+        project: &str,
+        own: Option<f64>,
+    ) -> Result<EstimateOut> {
+        let (levels, similar) = self
+            .gather(scope, desc, ty, project, self.params.neighbours)
             .await?;
         let neighbours: Vec<Neighbour> = similar
             .iter()
