@@ -22,9 +22,8 @@ use regex::Regex;
 
 use crate::store::DocumentKind;
 
-/// Part of every document's content hash: bump it when chunk boundaries or titles change, or the text
-/// the embedder sees (`knowledge::text`), so every document goes through the chunker again.
-pub const CHUNKER_VERSION: u32 = 2;
+/// Part of every document's content hash: bump it when chunk boundaries or titles change.
+pub const CHUNKER_VERSION: u32 = 1;
 
 /// The largest chunk, in characters (about 300–400 tokens of prose; the built-in model reads 256).
 pub const MAX_CHUNK_CHARS: usize = 1500;

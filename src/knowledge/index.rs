@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use super::chunk::{self, CHUNKER_VERSION, Chunk};
 use super::embed::{EmbedError, Embedder};
 use super::lexical;
-use super::text::embedding_text;
 use super::walk::{self, FoundFile};
 use crate::secrets::detector;
 use crate::store::{DocumentKind, DocumentRecord, NewChunk, Store, StoreError};
@@ -220,6 +219,16 @@ enum Change {
     Reembed,
     /// Same content and model: only the recorded modification time moves.
     Touched,
+}
+
+/// The text the embedder sees for a chunk: its title (a heading path or record title says what the
+/// section is about) and its content; for code the title is the definition line, already in the
+/// content, so it is not repeated.
+pub fn embedding_text(kind: DocumentKind, title: Option<&str>, content: &str) -> String {
+    match (kind, title) {
+        (DocumentKind::Code, _) | (_, None) => content.to_string(),
+        (_, Some(t)) => format!("{t}\n{content}"),
+    }
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {

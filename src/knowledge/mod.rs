@@ -3,7 +3,6 @@
 //!
 //! - [`chunk`] cuts markdown by heading, code by definition (or overlapping windows), text by paragraph.
 //! - [`lexical`] splits code identifiers (`getUserName`, `get_user_name`) for the full-text side.
-//! - [`text`] is what the embedder sees: for code, the defined name in words and the docstring first.
 //! - [`embed`] is the [`Embedder`](embed::Embedder) abstraction: the built-in offline model
 //!   ([`local`], candle, feature `local-embeddings`) or an OpenAI-compatible endpoint
 //!   (`clients::embeddings`). Embedding runs on a bounded worker, never on the async threads.
@@ -25,7 +24,6 @@ pub mod lexical;
 #[cfg(feature = "local-embeddings")]
 pub mod local;
 pub mod search;
-pub mod text;
 pub mod walk;
 
 use std::sync::Arc;
