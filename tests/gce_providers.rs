@@ -913,7 +913,7 @@ async fn environment_urls_win_over_supervisor_yaml(ws: Workspace) {
         .await;
     expect_code(&out, 0);
     assert!(
-        stdout(&out).contains("observing ports, vm, secrets"),
+        stdout(&out).contains("observing ports, vm, instructions, secrets"),
         "{}",
         stdout(&out)
     );

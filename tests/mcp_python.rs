@@ -140,7 +140,7 @@ async fn http_tools_resources_and_prompts_on_meta_and_project_endpoints(ws: Work
         {"op": "list_resources"},
         {"op": "read_resource", "uri": "supervisor://projects/beta/state"},
         {"op": "list_prompts"},
-        {"op": "get_prompt", "name": "prime", "arguments": {"project": "alpha"}},
+        {"op": "get_prompt", "name": "prime", "arguments": {"project": "alpha", "task": "add a health endpoint"}},
         {"op": "call", "name": "get_plan"},
         {"op": "call", "name": "get_port", "arguments": {"service": "app"}},
     ]);
@@ -149,7 +149,7 @@ async fn http_tools_resources_and_prompts_on_meta_and_project_endpoints(ws: Work
         {"op": "call", "name": "list_projects"},
         {"op": "call", "name": "get_port", "arguments": {"service": "web"}},
         {"op": "list_prompts"},
-        {"op": "get_prompt", "name": "prime"},
+        {"op": "get_prompt", "name": "prime", "arguments": {"task": "add a health endpoint"}},
         {"op": "read_resource", "uri": "supervisor://projects/alpha/state"},
         {"op": "call", "name": "project_status"},
     ]);
@@ -237,14 +237,20 @@ async fn http_tools_resources_and_prompts_on_meta_and_project_endpoints(ws: Work
         );
         assert_eq!(r[5]["contents"][0]["text"], beta_text.as_str());
         assert_eq!(r[5]["contents"][0]["mime_type"], "application/yaml");
+        let piv = ["project", "task", "task_type"];
         assert_eq!(
             r[6]["prompts"],
-            json!([{"name": "prime", "arguments": ["project"]}])
+            json!([
+                {"name": "prime", "arguments": piv},
+                {"name": "plan", "arguments": piv},
+                {"name": "execute", "arguments": piv},
+                {"name": "status", "arguments": []},
+            ])
         );
         let prime = r[7]["messages"][0]["text"].as_str().unwrap();
         assert!(
-            prime.contains("project `alpha`")
-                && prime.contains("- api: port 20001")
+            prime.contains("Project `alpha`")
+                && prime.contains("20001")
                 && prime.contains("`true`"),
             "{prime}"
         );
@@ -265,12 +271,20 @@ async fn http_tools_resources_and_prompts_on_meta_and_project_endpoints(ws: Work
         }
         assert_eq!(names(tool_ok(&r[1]), "projects", "name"), ["alpha"]);
         assert_eq!(tool_ok(&r[2])["port"], 20000);
-        assert_eq!(r[3]["prompts"], json!([{"name": "prime", "arguments": []}]));
+        let piv = ["task", "task_type"];
+        assert_eq!(
+            r[3]["prompts"],
+            json!([
+                {"name": "prime", "arguments": piv},
+                {"name": "plan", "arguments": piv},
+                {"name": "execute", "arguments": piv},
+            ])
+        );
         assert!(
             r[4]["messages"][0]["text"]
                 .as_str()
                 .unwrap()
-                .contains("project `alpha`")
+                .contains("Project `alpha`")
         );
         assert_eq!(r[5]["contents"][0]["text"], ALPHA);
         let status = tool_ok(&r[6]);
@@ -609,7 +623,7 @@ async fn a_project_endpoint_sees_and_edits_only_its_own_project(ws: Workspace) {
             {"op": "call", "name": "get_plan", "arguments": {"project": "beta"}},
             {"op": "call", "name": "project_status", "arguments": {"project": "beta"}},
             {"op": "call", "name": "apply_plan", "arguments": {"project": "beta"}},
-            {"op": "get_prompt", "name": "prime", "arguments": {"project": "beta"}},
+            {"op": "get_prompt", "name": "prime", "arguments": {"project": "beta", "task": "x"}},
             {"op": "call", "name": "get_plan"},
             {"op": "read_resource", "uri": "supervisor://plan"},
             {"op": "call", "name": "audit_ports"},

@@ -954,6 +954,21 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
         "name: leak\nservices:\n  - name: api\nsecrets:\n  required: [project/leak/pem, project/leak/missing]\n",
     );
     let fresh_state = env.path().join("fresh-state");
+    let history = env
+        .write(
+            "history.jsonl",
+            "{\"task_id\": \"leak-h1\", \"description\": \"leak test history\", \"task_type\": \"bugfix\", \"project\": \"leak\", \"duration_seconds\": 600}\n",
+        )
+        .display()
+        .to_string();
+    let docs = env.path().join("leak-docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("deploy.md"),
+        "# Deploy\n\nDeploys happen on fridays.\n",
+    )
+    .unwrap();
+    let docs = docs.display().to_string();
     step("init", env.cmd().arg("init").arg(&fresh_state), None, None);
     for (name, args) in [
         ("schema", &["schema"][..]),
@@ -968,8 +983,64 @@ fn no_value_appears_in_any_output_or_log_at_trace_level(env: &Env) {
             &["import", "cloudflare"],
         ),
         ("import ports (not implemented)", &["import", "ports"]),
-        ("timing (not implemented)", &["timing", "stats"]),
-        ("knowledge (not implemented)", &["knowledge", "search"]),
+        (
+            "timing start",
+            &[
+                "timing",
+                "start",
+                "-d",
+                "leak test task",
+                "--type",
+                "bugfix",
+                "--project",
+                "leak",
+                "--task-id",
+                "leak-1",
+                "--estimate",
+                "10m",
+            ],
+        ),
+        (
+            "timing complete",
+            &["timing", "complete", "leak-1", "--summary", "done"],
+        ),
+        ("timing import", &["timing", "import", history.as_str()]),
+        (
+            "timing estimate",
+            &[
+                "timing",
+                "estimate",
+                "-d",
+                "leak test",
+                "--type",
+                "bugfix",
+                "--project",
+                "leak",
+            ],
+        ),
+        ("timing stats", &["timing", "stats"]),
+        ("timing list", &["timing", "list"]),
+        (
+            "knowledge index",
+            &["knowledge", "index", docs.as_str(), "--project", "leak"],
+        ),
+        (
+            "knowledge learn",
+            &[
+                "knowledge",
+                "learn",
+                "--title",
+                "deploys",
+                "--text",
+                "deploys happen on fridays",
+                "--project",
+                "leak",
+            ],
+        ),
+        ("knowledge search", &["knowledge", "search", "deploy"]),
+        ("knowledge list", &["knowledge", "list"]),
+        ("vm get (not configured)", &["vm", "get", "host-1"]),
+        ("vm health (not configured)", &["vm", "health", "host-1"]),
         ("instructions render", &["instructions", "render", "leak"]),
         (
             "instructions render --meta",

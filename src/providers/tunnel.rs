@@ -38,10 +38,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::files::{sha256, unified_diff};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::cloudflare::{CloudflareApi, api_error, normalize_host, specificity};
 use super::ports::{self, PlannedPorts};
@@ -280,24 +280,6 @@ fn to_yaml<T: Serialize>(value: &T) -> String {
     };
     serde_saphyr::to_string_with_options(value, options)
         .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-}
-
-fn sha256(text: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
-}
-
-/// The unified diff between two texts (`None` when equal).
-pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Option<String> {
-    if old == new {
-        return None;
-    }
-    let diff = similar::TextDiff::from_lines(old, new);
-    Some(
-        diff.unified_diff()
-            .context_radius(3)
-            .header(old_name, new_name)
-            .to_string(),
-    )
 }
 
 /// A change to one rule, as merged into a configuration.
