@@ -286,18 +286,20 @@ async fn tune(
         }
     }
     println!(
-        "\n2-fold cross-validation (choose the weight by MRR@10 on one half, report the other):"
+        "\n2-fold cross-validation (choose normalisation and weight by MRR@10 on one half, report the other):"
     );
     for (train, test) in [(0, 1), (1, 0)] {
-        let best = weights
+        // Normalisation and weight both chosen on the training half (depth stays the default's).
+        let best = methods
             .iter()
-            .map(|&w| {
-                let f = Fusion {
+            .flat_map(|&(_, normalization)| {
+                weights.iter().map(move |&w| Fusion {
+                    normalization,
                     vector_weight: w,
                     ..Fusion::default()
-                };
-                (f, eval(f, Some(train)).mrr())
+                })
             })
+            .map(|f| (f, eval(f, Some(train)).mrr()))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|x| x.0)
             .unwrap_or_default();
@@ -310,7 +312,8 @@ async fn tune(
             Some(test),
         );
         println!(
-            "  chosen on half {train}: weight {:.2}; on half {test}: MRR@10 {:.3}, R@10 {:.3} (vector only: {:.3}, {:.3})",
+            "  chosen on half {train}: {:?}, weight {:.2}; on half {test}: MRR@10 {:.3}, R@10 {:.3} (vector only: {:.3}, {:.3})",
+            best.normalization,
             best.vector_weight,
             m.mrr(),
             m.recall(),
