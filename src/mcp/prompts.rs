@@ -13,7 +13,6 @@
 //! prompt, with what to do about it; the prompt never invents content.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -24,12 +23,12 @@ use super::McpServer;
 use super::server::Endpoint;
 use crate::engine::status::ResourceStatus;
 use crate::instructions::{self, facts, layers, render};
+use crate::ops::OpsError;
 use crate::ops::knowledge::{self as ops_knowledge, KnowledgeSearch};
-use crate::ops::{OpsError, Visibility};
 use crate::state::Desired;
 use crate::store::DEFAULT_HOST;
 use crate::timing::service::{EstimateOut, EstimateRequest, ListTimers, TimerLine};
-use crate::timing::{Scope as TimingScope, Timing, TimingError, human_duration};
+use crate::timing::{Scope as TimingScope, TimingError, human_duration};
 
 /// One argument of a prompt.
 struct Arg {
@@ -213,19 +212,6 @@ fn ops_error(e: OpsError) -> ErrorData {
     }
 }
 
-fn timing(server: &McpServer) -> Timing {
-    Timing::new(server.runtime.store.clone()).with_abandoned_after(Duration::from_secs(
-        server.runtime.settings.file.timing.abandoned_after_secs,
-    ))
-}
-
-fn timing_scope(server: &McpServer) -> TimingScope {
-    match server.visibility() {
-        Visibility::All => TimingScope::All,
-        Visibility::Project(p) => TimingScope::Project(p.clone()),
-    }
-}
-
 /// The project's CLAUDE.md section as apply would write it now (core layer, project layer, facts with
 /// the ports registered in the registry).
 async fn instructions_text(
@@ -305,9 +291,10 @@ async fn knowledge_section(server: &McpServer, task: &Task) -> Result<String, Op
 
 /// The supervisor's estimate for the task; `None` when there is no history yet.
 async fn estimate(server: &McpServer, task: &Task) -> Result<Option<EstimateOut>, OpsError> {
-    match timing(server)
+    match server
+        .timing()
         .estimate(
-            &timing_scope(server),
+            &server.timing_scope(),
             &EstimateRequest {
                 task_id: None,
                 description: task.description.clone(),
@@ -424,9 +411,10 @@ async fn plan(server: &McpServer, desired: &Desired, task: &Task) -> Result<Stri
 }
 
 async fn running_timers(server: &McpServer, project: &str) -> Result<Vec<TimerLine>, OpsError> {
-    Ok(timing(server)
+    Ok(server
+        .timing()
         .list(
-            &timing_scope(server),
+            &server.timing_scope(),
             ListTimers {
                 project: Some(project.to_string()),
                 running: Some(true),
@@ -484,7 +472,8 @@ async fn status(server: &McpServer) -> Result<GetPromptResult, OpsError> {
         "mcp:meta:status",
     )
     .await?;
-    let timers = timing(server)
+    let timers = server
+        .timing()
         .list(
             &TimingScope::All,
             ListTimers {

@@ -48,13 +48,15 @@ pub struct TimersOut {
 }
 
 impl McpServer {
-    fn timing(&self) -> Timing {
+    /// The timing service with this host's abandoned age (tools and prompts share it).
+    pub(in crate::mcp) fn timing(&self) -> Timing {
         Timing::new(self.runtime.store.clone()).with_abandoned_after(Duration::from_secs(
             self.runtime.settings.file.timing.abandoned_after_secs,
         ))
     }
 
-    fn timing_scope(&self) -> Scope {
+    /// What this endpoint's callers may time and see.
+    pub(in crate::mcp) fn timing_scope(&self) -> Scope {
         match self.visibility() {
             Visibility::All => Scope::All,
             Visibility::Project(p) => Scope::Project(p.clone()),
