@@ -145,6 +145,13 @@ fn prompt_list(result: &Value) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Every one of `wants` is in the prompt `what`.
+fn contains_all(what: &str, text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{what} lacks {want:?}:\n{text}");
+    }
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -205,46 +212,52 @@ async fn piv_prompts_carry_the_projects_real_data_and_nothing_of_another(ws: Wor
         ]
     );
     let prime = text(&r[1]);
-    for want in [
-        "# Prime: payment retries fail for declined cards",
-        "Project `alpha`, task type `bugfix`",
-        // The instructions: the core layer and the generated facts with the registered port.
-        "How to plan a task",
-        &format!("{port}"),
-        "`echo alpha-ok`",
-        // Knowledge: alpha's document, with its place.
-        "Payment retries",
-        "payments.md:",
-        // Similar past tasks with their durations.
-        "`alpha-h",
-        " min)",
-    ] {
-        assert!(prime.contains(want), "prime lacks {want:?}:\n{prime}");
-    }
+    contains_all(
+        "prime",
+        prime,
+        &[
+            "# Prime: payment retries fail for declined cards",
+            "Project `alpha`, task type `bugfix`",
+            // The instructions: the core layer and the generated facts with the registered port.
+            "How to plan a task",
+            &format!("{port}"),
+            "`echo alpha-ok`",
+            // Knowledge: alpha's document, with its place.
+            "Payment retries",
+            "payments.md:",
+            // Similar past tasks with their durations.
+            "`alpha-h",
+            " min)",
+        ],
+    );
     let plan = text(&r[2]);
-    for want in [
-        "# Plan: payment retries fail",
-        "## Estimate",
-        "95 % interval",
-        "completed tasks",
-        "`alpha-h",
-        "- `echo alpha-ok`",
-        "- `false`",
-        "`execute` prompt",
-    ] {
-        assert!(plan.contains(want), "plan lacks {want:?}:\n{plan}");
-    }
+    contains_all(
+        "plan",
+        plan,
+        &[
+            "# Plan: payment retries fail",
+            "## Estimate",
+            "95 % interval",
+            "completed tasks",
+            "`alpha-h",
+            "- `echo alpha-ok`",
+            "- `false`",
+            "`execute` prompt",
+        ],
+    );
     let execute = text(&r[3]);
-    for want in [
-        "start_task_timer",
-        "run_checks",
-        "complete_task_timer",
-        "add_learning",
-        "- `a-run` (bugfix, running",
-        "- `echo alpha-ok`",
-    ] {
-        assert!(execute.contains(want), "execute lacks {want:?}:\n{execute}");
-    }
+    contains_all(
+        "execute",
+        execute,
+        &[
+            "start_task_timer",
+            "run_checks",
+            "complete_task_timer",
+            "add_learning",
+            "- `a-run` (bugfix, running",
+            "- `echo alpha-ok`",
+        ],
+    );
     for (what, t) in [("prime", prime), ("plan", plan), ("execute", execute)] {
         for other in ["beta-h", "Beta's", "b-run", "never retry"] {
             assert!(!t.contains(other), "{what} shows beta's {other:?}:\n{t}");
@@ -286,15 +299,17 @@ async fn piv_prompts_carry_the_projects_real_data_and_nothing_of_another(ws: Wor
         ]
     );
     let status = text(&r[1]);
-    for want in [
-        "# Status of every project",
-        "| alpha |",
-        "| beta |",
-        "`a-run` in alpha",
-        "`b-run` in beta",
-    ] {
-        assert!(status.contains(want), "status lacks {want:?}:\n{status}");
-    }
+    contains_all(
+        "status",
+        status,
+        &[
+            "# Status of every project",
+            "| alpha |",
+            "| beta |",
+            "`a-run` in alpha",
+            "`b-run` in beta",
+        ],
+    );
     let beta = text(&r[2]);
     assert!(
         beta.contains("`beta-h")
