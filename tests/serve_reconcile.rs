@@ -16,6 +16,7 @@ cli_conformance!(
     killing_the_leader_hands_reconciliation_to_the_other_server,
     a_follower_reflects_new_state_and_allocates_new_services,
     a_project_endpoint_never_moves_another_projects_ports,
+    a_port_moved_or_released_by_another_process_is_served_within_a_second,
 );
 
 const NOTES: &str = "name: notes\nservices:\n  - name: app\n  - name: search\n";
@@ -350,4 +351,56 @@ async fn a_project_endpoint_never_moves_another_projects_ports(ws: Workspace) {
     .await
     .expect("the disruptive move waits for a human");
     assert_eq!(ports(&meta).await, before, "nothing moved");
+}
+
+/// `get_port` answers allocated ports from memory (ops::port_snapshot); a port moved or released by
+/// another process — here the CLI, as a second `serve` would — is what `get_port` answers within a second
+/// (the snapshot's version check), and a service allocated elsewhere is found at once.
+async fn a_port_moved_or_released_by_another_process_is_served_within_a_second(ws: Workspace) {
+    ws.write("state/projects/notes.yaml", NOTES);
+    ws.ok(&["apply", "--auto-approve"], 0);
+    let server = Server::start(&ws, &["--no-auth"]).await;
+    let client = McpClient::connect(&server.url("/mcp/notes"), None).await;
+    let port_of = |service: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .call("get_port", json!({"service": service, "allocate": false}))
+                .await
+                .map(|v| v["port"].as_i64().unwrap())
+        }
+    };
+    assert_eq!(port_of("app").await, Ok(3000));
+    assert_eq!(port_of("search").await, Ok(3001));
+
+    // Another process pins `app` elsewhere in the block (a disruptive move, so a human applies it).
+    ws.write(
+        "state/projects/notes.yaml",
+        "name: notes\nport_range: 3000\nservices:\n  - name: app\n    port: 3050\n  - name: search\n",
+    );
+    ws.ok(&["apply", "--auto-approve", "--allow-disruptive"], 0);
+    let (_, took) = eventually(Duration::from_secs(1), || async {
+        (port_of("app").await == Ok(3050)).then_some(())
+    })
+    .await
+    .expect("get_port still answers the old port a second after another process moved it");
+    eprintln!("the moved port was served after {took:?}");
+
+    // Another process removes `search`: its port is released, and get_port no longer answers it.
+    ws.write(
+        "state/projects/notes.yaml",
+        "name: notes\nport_range: 3000\nservices:\n  - name: app\n    port: 3050\n  - name: worker\n",
+    );
+    ws.ok(
+        &["apply", "--auto-approve", "--allow-disruptive", "--force"],
+        0,
+    );
+    eventually(Duration::from_secs(1), || async {
+        port_of("search").await.is_err().then_some(())
+    })
+    .await
+    .expect("get_port still answers a released port a second after another process released it");
+    // A service allocated by another process is found at once (never answered \"unknown\" from memory).
+    let worker = port_of("worker").await.expect("the new service's port");
+    assert!((3000..3100).contains(&worker), "{worker}");
 }

@@ -141,6 +141,8 @@ pub async fn apply(
     let engine = rt.engine(&desired, &request.actor, &request.adopt).await?;
     let lock = rt.store.lock_apply(request.lock_timeout).await?;
     let outcome = locked(rt, &engine, &desired, request, hooks).await;
+    // Whatever happened (an apply that failed half-way changed something too), ports are re-read.
+    rt.ports.invalidate();
     lock.release().await;
     outcome
 }

@@ -20,6 +20,7 @@ pub mod gcloud;
 pub mod instructions;
 pub mod knowledge;
 pub mod metrics;
+pub mod port_snapshot;
 pub mod ports;
 pub mod runtime;
 pub mod status;

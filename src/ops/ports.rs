@@ -31,7 +31,8 @@ pub enum WhenMissing {
     Fail,
 }
 
-/// The port of `service` in `project`. An allocated port is one indexed read. Otherwise, with
+/// The port of `service` in `project`. An allocated port comes from the in-memory snapshot (see
+/// [`super::port_snapshot`]), else from one indexed read. Otherwise, with
 /// [`WhenMissing::Allocate`], an undeclared service is added to the project's desired state first
 /// (serialized with other declarations, applied to the state as it is then — the caller never saw a
 /// revision), and the project's ports are applied unattended under the apply lock, which several `serve`
@@ -57,16 +58,20 @@ pub async fn get_port(
         d.service(&project, service)
             .and_then(|s| s.hostname.as_ref().map(|h| h.to_string()))
     };
-    if let Some(a) = rt
-        .store
-        .port_allocation(DEFAULT_HOST, &project, service)
-        .await?
-    {
+    let known = match rt.ports.port(rt.store.as_ref(), &project, service).await? {
+        Some(port) => Some(port),
+        None => rt
+            .store
+            .port_allocation(DEFAULT_HOST, &project, service)
+            .await?
+            .map(|a| a.port),
+    };
+    if let Some(port) = known {
         return Ok(PortInfo {
             hostname: hostname(&desired),
             project,
             service: service.to_string(),
-            port: a.port,
+            port,
             allocated_now: false,
         });
     }

@@ -92,6 +92,8 @@ pub struct Runtime {
     pub(super) declare_serial: tokio::sync::Mutex<()>,
     /// Cancelled at shutdown: applies stop at the next change boundary.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Allocated ports in memory for `get_port` (see [`super::port_snapshot`]); applies invalidate it.
+    pub(super) ports: super::port_snapshot::PortSnapshot,
     /// The knowledge embedder, loaded on first use (`ops::knowledge`).
     pub(super) embedder: tokio::sync::OnceCell<Option<Arc<dyn crate::knowledge::embed::Embedder>>>,
 }
@@ -144,6 +146,7 @@ impl Runtime {
             apply_serial: tokio::sync::Mutex::new(()),
             declare_serial: tokio::sync::Mutex::new(()),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            ports: Default::default(),
             embedder: tokio::sync::OnceCell::new(),
         })
     }

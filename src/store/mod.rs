@@ -621,6 +621,9 @@ pub struct PortRegistry {
 #[async_trait]
 pub trait PortRepo {
     async fn port_registry(&self, host: &str) -> Result<PortRegistry>;
+    /// The registry's version: database triggers change it in the same transaction as every change to
+    /// blocks, allocations or shared ports, whoever makes it. Equal versions mean an unchanged registry.
+    async fn ports_version(&self) -> Result<i64>;
     /// One service's allocation: a single indexed read, for hot paths (the MCP `get_port` tool) that
     /// do not need the whole registry.
     async fn port_allocation(

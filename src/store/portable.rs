@@ -292,6 +292,14 @@ macro_rules! portable_repos {
                 Ok($crate::store::PortRegistry { ranges, allocations, shared })
             }
 
+            async fn ports_version(&self) -> $crate::store::Result<i64> {
+                let version: (i64,) = sqlx::query_as("SELECT version FROM registry_versions WHERE name = 'ports'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("read the port registry's version"))?;
+                Ok(version.0)
+            }
+
             async fn port_allocation(
                 &self,
                 host: &str,
