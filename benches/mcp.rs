@@ -1,13 +1,29 @@
-//! MCP tool calls per second and latency percentiles under concurrent clients, through the real server:
-//! the release binary `supervisor serve` as a child process with authentication on (one project token
-//! per client), a real store (SQLite; PostgreSQL too when TEST_DATABASE_URL is set) and the vault.
+//! MCP tool calls per second and latency percentiles under concurrent clients, through the real server,
+//! compared in the same run and on the same cores with the limit and a peer:
+//!
+//! * **supervisor** — the release binary `supervisor serve` as a child process with authentication on
+//!   (one project token per client), a real store (SQLite; PostgreSQL too when TEST_DATABASE_URL is set),
+//!   the vault, a timing history of 2,000 tasks and a knowledge source of 500 documents (embedded when
+//!   an embedding model is configured: SUPERVISOR_MODEL_DIR or SUPERVISOR_TEST_MODEL_DIR; full text only
+//!   otherwise, and the table says which).
+//! * **bare rmcp** (the limit) — this benchmark binary re-executed as a minimal rmcp server (same rmcp
+//!   version, streamable HTTP with JSON answers, router built once) answering the same tools from an
+//!   in-memory map: no authentication, no storage — what the protocol stack alone costs.
+//! * **Python SDK** (the peer) — the official MCP Python SDK's `MCPServer` under uvicorn
+//!   (benches/peers/python_sdk_server.py), answering the same tools from the same in-memory data; run
+//!   with the Python in SUPERVISOR_TEST_PYTHON (`scripts/test-deps` installs it) or MCP_BENCH_PYTHON.
+//!
+//! On a machine with two or more cores every server runs on core 0 and this load generator on core 1
+//! (`taskset`; `MCP_BENCH_PIN=0` turns it off), so a server's calls/s is what one core gives it.
 //!
 //! Each client is one MCP connection over streamable HTTP with its own HTTP connection, speaking
 //! JSON-RPC through reqwest: `initialize` + `notifications/initialized` (a session, protocol
 //! 2025-11-25), then `tools/call` round trips one after the other; or, in the stateless 2026-07-28
 //! revision, self-contained `tools/call` requests (no session). Only `tools/call` round trips are timed,
-//! after a warm-up; every answer is parsed and checked (the port, the secret's value), so an error or an
-//! empty answer cannot count as a call.
+//! after a warm-up; every answer is parsed and checked (the port, the secret's value, an estimate, a
+//! hit, a completed task), so an error or an empty answer cannot count as a call. `complete_task_timer`
+//! needs a running timer: each client starts one with `start_task_timer` (not timed, but inside the
+//! window, so its calls/s counts completions per second of start + complete pairs).
 //!
 //! ```sh
 //! cargo bench --bench mcp                                    # SQLite
@@ -15,17 +31,19 @@
 //! ```
 //!
 //! Knobs: `MCP_BENCH_SECONDS` (per measurement, default 5), `MCP_BENCH_CLIENTS` (default `1,10,100`),
-//! `MCP_BENCH_TOOLS` (default `get_port,get_secret`), `MCP_BENCH_MODES` (default `session,stateless`).
-//! The server runs with `rate_limit_per_second = 0` (no per-token limit), as a benchmark of the
-//! server, not of the limiter. Client and server share the machine's cores; the table also gives the
-//! CPU time per call of the server process and of this load generator (from /proc), so the server's
-//! own capacity can be told apart from the machine's.
+//! `MCP_BENCH_TOOLS` (default `get_port,get_secret,estimate_task,search_knowledge,complete_task_timer`),
+//! `MCP_BENCH_MODES` (default `session,stateless`), `MCP_BENCH_TARGETS` (default
+//! `supervisor,bare,python`). The server runs with `rate_limit_per_second = 0` (no per-token limit), as a
+//! benchmark of the server, not of the limiter. The table also gives the CPU time per call of the server
+//! process and of this load generator (from /proc), so the server's own capacity can be told apart from
+//! the machine's.
 
 #[path = "../tests/support/db.rs"]
 #[allow(dead_code)]
 mod db;
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,6 +55,10 @@ const PROJECT: &str = "bench";
 const SECRET_PATH: &str = "project/bench/api_key";
 const SECRET_VALUE: &str = "bench-secret-value-0123456789abcdef";
 const PORT: i64 = 20001;
+const ALL_TOOLS: &str = "get_port,get_secret,estimate_task,search_knowledge,complete_task_timer";
+/// Completed tasks in the timing history, and documents in the knowledge source.
+const HISTORY_TASKS: usize = 2_000;
+const KNOWLEDGE_DOCS: usize = 500;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -46,7 +68,97 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_supervisor"))
 }
 
-/// A workspace: state, key, config, database, and one token per client.
+/// Whether servers and the load generator are pinned to separate cores.
+fn pinned() -> bool {
+    // Decided once: after this process is pinned, it sees one core.
+    static PINNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINNED.get_or_init(|| {
+        env_or("MCP_BENCH_PIN", "1") != "0"
+            && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    })
+}
+
+/// A server command, on core 0 when pinned.
+fn server_command(program: &str) -> Command {
+    if pinned() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The embedding model directory the supervisor server gets, if any.
+fn model_dir() -> Option<String> {
+    std::env::var("SUPERVISOR_MODEL_DIR")
+        .or_else(|_| std::env::var("SUPERVISOR_TEST_MODEL_DIR"))
+        .ok()
+        .filter(|d| !d.is_empty())
+}
+
+/// A word list for the synthetic history and documents (deterministic).
+const WORDS: [&str; 48] = [
+    "deploy",
+    "rollback",
+    "cache",
+    "database",
+    "migration",
+    "index",
+    "query",
+    "latency",
+    "token",
+    "session",
+    "retry",
+    "timeout",
+    "queue",
+    "worker",
+    "schema",
+    "endpoint",
+    "handler",
+    "config",
+    "secret",
+    "rotation",
+    "port",
+    "tunnel",
+    "hostname",
+    "record",
+    "backup",
+    "restore",
+    "metrics",
+    "alert",
+    "dashboard",
+    "test",
+    "fixture",
+    "benchmark",
+    "parser",
+    "lexer",
+    "router",
+    "middleware",
+    "upload",
+    "download",
+    "payment",
+    "invoice",
+    "email",
+    "webhook",
+    "search",
+    "ranking",
+    "embedding",
+    "vector",
+    "refactor",
+    "cleanup",
+];
+
+fn words(seed: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            WORDS[(seed.wrapping_mul(2_654_435_761) >> (i % 7)).wrapping_add(i * 31) % WORDS.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A workspace: state, key, config, database, timing history, knowledge, and one token per client.
 struct Workspace {
     dir: tempfile::TempDir,
     database_url: Option<String>,
@@ -55,15 +167,22 @@ struct Workspace {
 
 impl Workspace {
     fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(Command::new(bin()))
+    }
+
+    fn cmd_of(&self, mut c: Command) -> Command {
         c.current_dir(self.dir.path())
             .env_remove("DATABASE_URL")
             .env_remove("SECRETS_ENCRYPTION_KEY")
             .env_remove("SUPERVISOR_CONFIG")
             .env_remove("SUPERVISOR_STATE_DIR")
+            .env_remove("SUPERVISOR_MODEL_DIR")
             .env_remove("LOG_LEVEL");
         if let Some(u) = &self.database_url {
             c.env("DATABASE_URL", u);
+        }
+        if let Some(m) = model_dir() {
+            c.env("SUPERVISOR_MODEL_DIR", m);
         }
         c
     }
@@ -133,6 +252,7 @@ impl Workspace {
             value.to_str().unwrap(),
         ]);
         std::fs::remove_file(&value).unwrap();
+        ws.seed_timing_and_knowledge();
         for _ in 0..clients {
             let out = ws.run(&["token", "create", "--project", PROJECT, "--json"]);
             let v: Value = serde_json::from_str(&out).unwrap();
@@ -140,41 +260,136 @@ impl Workspace {
         }
         ws
     }
+
+    /// A timing history and a knowledge source for `estimate_task` and `search_knowledge`.
+    fn seed_timing_and_knowledge(&self) {
+        let types = ["feature", "bugfix", "refactor", "test", "docs"];
+        let history = self.dir.path().join("history.jsonl");
+        let mut f = std::fs::File::create(&history).unwrap();
+        for i in 0..HISTORY_TASKS {
+            let line = json!({
+                "task_id": format!("h{i}"),
+                "description": words(i, 6 + i % 12),
+                "task_type": types[i % types.len()],
+                "project": if i % 3 == 0 { PROJECT.to_string() } else { format!("other{}", i % 10) },
+                "duration_seconds": 60.0 + ((i * 7919) % 3_600) as f64,
+            });
+            writeln!(f, "{line}").unwrap();
+        }
+        drop(f);
+        self.run(&["timing", "import", history.to_str().unwrap()]);
+        let kb = self.dir.path().join("kb.jsonl");
+        let mut f = std::fs::File::create(&kb).unwrap();
+        for i in 0..KNOWLEDGE_DOCS {
+            let line = json!({
+                "id": format!("doc{i}"),
+                "title": format!("Note {i}: {}", words(i + 7, 4)),
+                "text": format!("{}. {}.", words(i, 40), words(i * 3 + 1, 30)),
+            });
+            writeln!(f, "{line}").unwrap();
+        }
+        drop(f);
+        self.run(&[
+            "knowledge",
+            "index",
+            "--jsonl",
+            kb.to_str().unwrap(),
+            "--source",
+            "kb",
+            "--project",
+            PROJECT,
+        ]);
+    }
 }
 
+/// A server under measurement: a child process listening on `addr`, its MCP endpoint at `path`.
 struct Server {
     child: Child,
     addr: String,
+    path: String,
 }
 
 impl Server {
-    fn start(ws: &Workspace) -> Server {
-        let mut child = ws
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+    /// Spawns `cmd` and waits for the stderr line `<prefix>http://ADDR…`.
+    fn spawn(mut cmd: Command, prefix: &str, path: &str) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn supervisor serve");
+            .expect("spawn server");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
             let line = lines
                 .next()
-                .expect("serve exited before listening")
+                .unwrap_or_else(|| panic!("the server exited before printing `{prefix}`"))
                 .unwrap();
-            if let Some(rest) = line.strip_prefix("supervisor serving on http://") {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let rest = rest.strip_prefix("http://").unwrap_or(rest);
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            path: path.to_string(),
+        }
+    }
+
+    fn supervisor(ws: &Workspace) -> Server {
+        let mut cmd = ws.cmd_of(server_command(bin().to_str().unwrap()));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        let server = Server::spawn(cmd, "supervisor serving on ", &format!("/mcp/{PROJECT}"));
+        wait_until_up(&server.addr);
+        server
+    }
+
+    fn bare() -> Server {
+        let me = std::env::current_exe().unwrap();
+        let mut cmd = server_command(me.to_str().unwrap());
+        cmd.arg("--bare-server");
+        Server::spawn(cmd, "bare rmcp serving on ", &format!("/mcp/{PROJECT}"))
+    }
+
+    fn python(stateless: bool) -> Option<Server> {
+        let python = std::env::var("MCP_BENCH_PYTHON")
+            .or_else(|_| std::env::var("SUPERVISOR_TEST_PYTHON"))
+            .ok()?;
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/python_sdk_server.py");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = server_command(&python);
+        cmd.arg(&script).arg(port.to_string());
+        if stateless {
+            cmd.arg("stateless");
+        }
+        let server = Server::spawn(cmd, "python-sdk serving on ", &format!("/mcp/{PROJECT}"));
+        wait_until_up(&server.addr);
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.path)
     }
 
     /// The server's user + system CPU time so far.
     fn cpu(&self) -> Duration {
         cpu_of(&self.child.id().to_string())
+    }
+}
+
+/// Waits until something accepts connections at `addr`.
+fn wait_until_up(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -207,14 +422,14 @@ enum Mode {
 struct Client {
     http: reqwest::Client,
     url: String,
-    token: String,
+    token: Option<String>,
     mode: Mode,
     session: Option<String>,
     next_id: u64,
 }
 
 impl Client {
-    async fn connect(url: &str, token: &str, mode: Mode) -> Client {
+    async fn connect(url: &str, token: Option<&str>, mode: Mode) -> Client {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
             .timeout(Duration::from_secs(30))
@@ -223,7 +438,7 @@ impl Client {
         let mut c = Client {
             http,
             url: url.to_string(),
-            token: token.to_string(),
+            token: token.map(str::to_string),
             mode,
             session: None,
             next_id: 1,
@@ -240,7 +455,7 @@ impl Client {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(resp.status(), 200, "initialize");
+            assert_eq!(resp.status(), 200, "initialize at {url}");
             c.session = Some(
                 resp.headers()["mcp-session-id"]
                     .to_str()
@@ -266,9 +481,11 @@ impl Client {
         let mut r = self
             .http
             .post(&self.url)
-            .bearer_auth(&self.token)
             .header("accept", "application/json, text/event-stream")
             .json(&body);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
         match self.mode {
             Mode::Session => {
                 r = r.header("mcp-protocol-version", "2025-11-25");
@@ -288,8 +505,8 @@ impl Client {
         r
     }
 
-    /// One `tools/call` round trip; the answer is parsed and checked.
-    async fn call(&mut self, tool: &str, args: &Value, check: &(dyn Fn(&Value) -> bool + Sync)) {
+    /// One `tools/call` round trip; the answer is parsed and checked, its structured content returned.
+    async fn call(&mut self, tool: &str, args: &Value, check: &Check) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         let mut params = json!({"name": tool, "arguments": args});
@@ -310,20 +527,16 @@ impl Client {
             .expect("tools/call");
         let status = resp.status();
         let body = resp.bytes().await.expect("body");
-        let v = response_message(&body).unwrap_or_else(|| {
+        let mut v = response_message(&body).unwrap_or_else(|| {
             panic!(
                 "{tool}: HTTP {status}, no JSON-RPC response in: {}",
                 String::from_utf8_lossy(&body)
             )
         });
-        let result = &v["result"];
-        assert!(
-            status == 200
-                && v["id"] == id
-                && result["isError"] == false
-                && check(&result["structuredContent"]),
-            "{tool}: unexpected answer (HTTP {status}): {v}"
-        );
+        let result = &mut v["result"];
+        let ok = status == 200 && result["isError"] != true && check(&result["structuredContent"]);
+        assert!(ok, "{tool}: unexpected answer (HTTP {status}): {v}");
+        v["result"]["structuredContent"].take()
     }
 }
 
@@ -346,6 +559,65 @@ fn response_message(body: &[u8]) -> Option<Value> {
 /// Whether a tool call's structured content is the expected answer.
 type Check = dyn Fn(&Value) -> bool + Send + Sync;
 
+/// What one timed call is: the tool, its arguments and the check of its answer; `complete_task_timer`
+/// first starts a timer (untimed) and completes that one.
+struct Workload {
+    tool: String,
+    args: Value,
+    check: Arc<Check>,
+}
+
+fn workload(tool: &str) -> Workload {
+    let (args, check): (Value, Arc<Check>) = match tool {
+        "get_port" => (
+            json!({"service": "api"}),
+            Arc::new(|s: &Value| s["port"] == PORT),
+        ),
+        "get_secret" => (
+            json!({"path": SECRET_PATH}),
+            Arc::new(|s: &Value| s["value"] == SECRET_VALUE),
+        ),
+        "estimate_task" => (
+            json!({"description": "add a retry with backoff to the webhook worker queue", "task_type": "feature"}),
+            Arc::new(|s: &Value| s["estimated_seconds"].as_f64().is_some_and(|e| e > 0.0)),
+        ),
+        "search_knowledge" => (
+            json!({"query": "how do we roll back a deploy after a failed migration", "limit": 5}),
+            Arc::new(|s: &Value| s["hits"].as_array().is_some_and(|h| !h.is_empty())),
+        ),
+        "complete_task_timer" => (
+            json!({"success": true}),
+            Arc::new(|s: &Value| s["duration_seconds"].as_f64().is_some()),
+        ),
+        other => panic!("unknown tool {other}"),
+    };
+    Workload {
+        tool: tool.to_string(),
+        args,
+        check,
+    }
+}
+
+impl Workload {
+    /// One timed call (and the untimed preparation it needs); the time of the timed call.
+    async fn once(&self, c: &mut Client) -> Duration {
+        let mut args = self.args.clone();
+        if self.tool == "complete_task_timer" {
+            let started = c
+                .call(
+                    "start_task_timer",
+                    &json!({"description": "benchmark task", "task_type": "feature"}),
+                    &|s: &Value| s["task_id"].is_string(),
+                )
+                .await;
+            args["task_id"] = started["task_id"].clone();
+        }
+        let t0 = Instant::now();
+        c.call(&self.tool, &args, self.check.as_ref()).await;
+        t0.elapsed()
+    }
+}
+
 struct Measured {
     calls: usize,
     per_second: f64,
@@ -355,7 +627,7 @@ struct Measured {
 }
 
 struct Row {
-    backend: &'static str,
+    target: String,
     mode: &'static str,
     tool: String,
     clients: usize,
@@ -376,27 +648,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn measure(
     server: &Server,
-    ws: &Workspace,
+    tokens: Option<&[String]>,
     mode: Mode,
     tool: &str,
     clients: usize,
     seconds: f64,
 ) -> Measured {
-    let url = format!("http://{}/mcp/{PROJECT}", server.addr);
-    let (args, check): (Value, Arc<Check>) = match tool {
-        "get_port" => (
-            json!({"service": "api"}),
-            Arc::new(|s: &Value| s["port"] == PORT),
-        ),
-        "get_secret" => (
-            json!({"path": SECRET_PATH}),
-            Arc::new(|s: &Value| s["value"] == SECRET_VALUE),
-        ),
-        other => panic!("unknown tool {other}"),
-    };
+    let url = server.url();
+    let work = Arc::new(workload(tool));
     let mut connected = Vec::new();
     for i in 0..clients {
-        connected.push(Client::connect(&url, &ws.tokens[i], mode).await);
+        let token = tokens.map(|t| t[i].as_str());
+        connected.push(Client::connect(&url, token, mode).await);
     }
     let warmup = Duration::from_millis(500);
     let window = Duration::from_secs_f64(seconds);
@@ -404,7 +667,7 @@ async fn measure(
     let (measure_from, measure_to) = (start + warmup, start + warmup + window);
     let mut tasks = Vec::new();
     for mut c in connected {
-        let (args, check, tool) = (args.clone(), check.clone(), tool.to_string());
+        let work = work.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut samples = Vec::with_capacity(16_384);
@@ -413,9 +676,9 @@ async fn measure(
                 if t0 >= measure_to {
                     break;
                 }
-                c.call(&tool, &args, check.as_ref()).await;
+                let took = work.once(&mut c).await;
                 if t0 >= measure_from {
-                    samples.push(t0.elapsed());
+                    samples.push(took);
                 }
             }
             samples
@@ -440,53 +703,117 @@ async fn measure(
     }
 }
 
-async fn bench_backend(backend: &'static str, database_url: Option<String>, rows: &mut Vec<Row>) {
-    let clients: Vec<usize> = env_or("MCP_BENCH_CLIENTS", "1,10,100")
-        .split(',')
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let tools: Vec<String> = env_or("MCP_BENCH_TOOLS", "get_port,get_secret")
+fn list(name: &str, default: &str) -> Vec<String> {
+    env_or(name, default)
         .split(',')
         .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A server the load is run against, with the tokens its clients present (none for the peers).
+struct Target {
+    label: String,
+    server: Server,
+    tokens: Option<Vec<String>>,
+    /// Kept alive as long as the server uses it.
+    _ws: Option<Workspace>,
+}
+
+async fn run(rows: &mut Vec<Row>) {
+    let clients: Vec<usize> = list("MCP_BENCH_CLIENTS", "1,10,100")
+        .iter()
+        .map(|s| s.parse().unwrap())
         .collect();
-    let modes: Vec<String> = env_or("MCP_BENCH_MODES", "session,stateless")
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
+    let tools = list("MCP_BENCH_TOOLS", ALL_TOOLS);
+    let modes = list("MCP_BENCH_MODES", "session,stateless");
+    let wanted = list("MCP_BENCH_TARGETS", "supervisor,bare,python");
     let seconds: f64 = env_or("MCP_BENCH_SECONDS", "5").parse().unwrap();
     let max_clients = *clients.iter().max().unwrap();
-    eprintln!("[{backend}] preparing state, secret and {max_clients} tokens…");
-    let ws = Workspace::new(database_url, max_clients);
-    let server = Server::start(&ws);
+    eprintln!(
+        "pinning: {}; embedding model: {}",
+        if pinned() {
+            "servers on core 0, load generator on core 1"
+        } else {
+            "none"
+        },
+        model_dir().unwrap_or_else(|| "none (knowledge search is full text only)".into())
+    );
     for mode_name in &modes {
         let (mode, mode_label) = match mode_name.as_str() {
             "session" => (Mode::Session, "session (2025-11-25)"),
             "stateless" => (Mode::Stateless, "stateless (2026-07-28)"),
             other => panic!("unknown mode {other}"),
         };
+        let mut targets: Vec<Target> = Vec::new();
+        if wanted.iter().any(|t| t == "supervisor") {
+            let mut backends = vec![("supervisor SQLite", None)];
+            if std::env::var("TEST_DATABASE_URL").is_ok() {
+                backends.push((
+                    "supervisor PostgreSQL",
+                    Some(db::fresh_postgres_url().await),
+                ));
+            } else {
+                eprintln!("TEST_DATABASE_URL is not set: PostgreSQL not measured");
+            }
+            for (label, url) in backends {
+                eprintln!(
+                    "[{label}] preparing state, secret, history, knowledge and {max_clients} tokens…"
+                );
+                let ws = Workspace::new(url, max_clients);
+                targets.push(Target {
+                    label: label.into(),
+                    server: Server::supervisor(&ws),
+                    tokens: Some(ws.tokens.clone()),
+                    _ws: Some(ws),
+                });
+            }
+        }
+        if wanted.iter().any(|t| t == "bare") {
+            targets.push(Target {
+                label: "bare rmcp".into(),
+                server: Server::bare(),
+                tokens: None,
+                _ws: None,
+            });
+        }
+        if wanted.iter().any(|t| t == "python") {
+            match Server::python(mode == Mode::Stateless) {
+                Some(server) => targets.push(Target {
+                    label: "Python SDK".into(),
+                    server,
+                    tokens: None,
+                    _ws: None,
+                }),
+                None => eprintln!(
+                    "neither MCP_BENCH_PYTHON nor SUPERVISOR_TEST_PYTHON is set: the Python SDK peer is not measured (scripts/test-deps installs it)"
+                ),
+            }
+        }
         for tool in &tools {
             for &n in &clients {
-                let m = measure(&server, &ws, mode, tool, n, seconds).await;
-                let row = Row {
-                    backend,
-                    mode: mode_label,
-                    tool: tool.clone(),
-                    clients: n,
-                    calls: m.calls,
-                    per_second: m.per_second,
-                    p50: percentile(&m.sorted, 0.50),
-                    p95: percentile(&m.sorted, 0.95),
-                    p99: percentile(&m.sorted, 0.99),
-                    max: *m.sorted.last().unwrap(),
-                    server_cpu_per_call: m.server_cpu_per_call,
-                    client_cpu_per_call: m.client_cpu_per_call,
-                };
-                eprintln!("{}", render(&row));
-                rows.push(row);
+                for t in &targets {
+                    let m = measure(&t.server, t.tokens.as_deref(), mode, tool, n, seconds).await;
+                    let row = Row {
+                        target: t.label.clone(),
+                        mode: mode_label,
+                        tool: tool.clone(),
+                        clients: n,
+                        calls: m.calls,
+                        per_second: m.per_second,
+                        p50: percentile(&m.sorted, 0.50),
+                        p95: percentile(&m.sorted, 0.95),
+                        p99: percentile(&m.sorted, 0.99),
+                        max: *m.sorted.last().unwrap(),
+                        server_cpu_per_call: m.server_cpu_per_call,
+                        client_cpu_per_call: m.client_cpu_per_call,
+                    };
+                    eprintln!("{}", render(&row));
+                    rows.push(row);
+                }
             }
         }
     }
-    drop(server);
 }
 
 fn ms(d: Duration) -> String {
@@ -496,7 +823,7 @@ fn ms(d: Duration) -> String {
 fn render(r: &Row) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} |",
-        r.backend,
+        r.target,
         r.mode,
         r.tool,
         r.clients,
@@ -511,10 +838,55 @@ fn render(r: &Row) -> String {
     )
 }
 
+/// Each target's calls/s as a share of the bare rmcp server's, per protocol, tool and clients.
+fn ratios(rows: &[Row]) {
+    let mut bare: BTreeMap<(&str, &str, usize), f64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.target == "bare rmcp") {
+        bare.insert((r.mode, r.tool.as_str(), r.clients), r.per_second);
+    }
+    if bare.is_empty() {
+        return;
+    }
+    println!("\n| target | protocol | tool | clients | calls/s ÷ bare rmcp | p99 ms |");
+    println!("|---|---|---|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r.target != "bare rmcp") {
+        if let Some(b) = bare.get(&(r.mode, r.tool.as_str(), r.clients)) {
+            println!(
+                "| {} | {} | {} | {} | {:.2} | {} |",
+                r.target,
+                r.mode,
+                r.tool,
+                r.clients,
+                r.per_second / b,
+                ms(r.p99)
+            );
+        }
+    }
+}
+
+fn pin_self_to_core_1() {
+    if !pinned() {
+        return;
+    }
+    let pid = std::process::id().to_string();
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &pid])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("could not pin the load generator to core 1 (taskset)");
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` and nextest (which lists tests with
     // --list) run this binary as a test harness: it has no tests, so it reports none and exits.
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bare-server") {
+        bare::serve();
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         if !args.iter().any(|a| a == "--list") {
             eprintln!("the MCP benchmark runs with `cargo bench --bench mcp`");
@@ -522,26 +894,267 @@ fn main() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    pin_self_to_core_1();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(if pinned() { 1 } else { 2 })
         .enable_all()
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    runtime.block_on(async {
-        bench_backend("SQLite", None, &mut rows).await;
-        if std::env::var("TEST_DATABASE_URL").is_ok() {
-            let url = db::fresh_postgres_url().await;
-            bench_backend("PostgreSQL", Some(url), &mut rows).await;
-        } else {
-            eprintln!("TEST_DATABASE_URL is not set: PostgreSQL not measured");
-        }
-    });
+    runtime.block_on(run(&mut rows));
     println!(
-        "\n| backend | protocol | tool | clients | calls | calls/s | p50 ms | p95 ms | p99 ms | max ms | server CPU µs/call | client CPU µs/call |"
+        "\n| target | protocol | tool | clients | calls | calls/s | p50 ms | p95 ms | p99 ms | max ms | server CPU µs/call | client CPU µs/call |"
     );
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!("{}", render(r));
+    }
+    ratios(&rows);
+}
+
+/// The limit: a minimal rmcp server (the same rmcp as `serve`, streamable HTTP with JSON answers,
+/// sessions kept by rmcp's local session manager, the tool router built once) answering the benchmark's
+/// tools from memory, with no authentication and no storage.
+mod bare {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::serve::ListenerExt;
+    use rmcp::handler::server::router::tool::ToolRouter;
+    use rmcp::handler::server::wrapper::{Json, Parameters};
+    use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone)]
+    pub struct Bare {
+        tools: Arc<ToolRouter<Bare>>,
+        ports: Arc<HashMap<String, i64>>,
+        secrets: Arc<HashMap<String, String>>,
+        next_task: Arc<AtomicU64>,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    pub struct PortArgs {
+        service: String,
+        #[serde(default)]
+        project: Option<String>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct PortOut {
+        project: String,
+        service: String,
+        port: i64,
+        allocated_now: bool,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    pub struct SecretArgs {
+        path: String,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct SecretOut {
+        path: String,
+        value: String,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    pub struct TaskArgs {
+        description: String,
+        task_type: String,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct EstimateOut {
+        estimated_seconds: f64,
+        interval_low_seconds: f64,
+        interval_high_seconds: f64,
+        sample_size: i64,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    pub struct SearchArgs {
+        query: String,
+        #[serde(default)]
+        limit: Option<i64>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct Hit {
+        id: i64,
+        score: f64,
+        snippet: String,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct SearchOut {
+        hits: Vec<Hit>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct StartedOut {
+        task_id: String,
+        task_type: String,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    pub struct CompleteArgs {
+        task_id: String,
+        #[serde(default)]
+        success: Option<bool>,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    pub struct CompletedOut {
+        task_id: String,
+        status: String,
+        duration_seconds: f64,
+    }
+
+    #[tool_router(router = router)]
+    impl Bare {
+        #[tool(description = "The port of a service.")]
+        async fn get_port(
+            &self,
+            Parameters(a): Parameters<PortArgs>,
+        ) -> Result<Json<PortOut>, String> {
+            let port = *self.ports.get(&a.service).ok_or("no such service")?;
+            Ok(Json(PortOut {
+                project: a.project.unwrap_or_else(|| super::PROJECT.into()),
+                service: a.service,
+                port,
+                allocated_now: false,
+            }))
+        }
+
+        #[tool(description = "A secret's value.")]
+        async fn get_secret(
+            &self,
+            Parameters(a): Parameters<SecretArgs>,
+        ) -> Result<Json<SecretOut>, String> {
+            let value = self.secrets.get(&a.path).ok_or("no such secret")?.clone();
+            Ok(Json(SecretOut {
+                path: a.path,
+                value,
+            }))
+        }
+
+        #[tool(description = "An estimate for a task.")]
+        async fn estimate_task(
+            &self,
+            Parameters(a): Parameters<TaskArgs>,
+        ) -> Result<Json<EstimateOut>, String> {
+            let _ = (a.description, a.task_type);
+            Ok(Json(EstimateOut {
+                estimated_seconds: 600.0,
+                interval_low_seconds: 120.0,
+                interval_high_seconds: 3000.0,
+                sample_size: 10,
+            }))
+        }
+
+        #[tool(description = "Knowledge search.")]
+        async fn search_knowledge(
+            &self,
+            Parameters(a): Parameters<SearchArgs>,
+        ) -> Result<Json<SearchOut>, String> {
+            let n = a.limit.unwrap_or(5).clamp(1, 10);
+            Ok(Json(SearchOut {
+                hits: (0..n)
+                    .map(|id| Hit {
+                        id,
+                        score: 1.0,
+                        snippet: a.query.chars().take(80).collect(),
+                    })
+                    .collect(),
+            }))
+        }
+
+        #[tool(description = "Start a task timer.")]
+        async fn start_task_timer(
+            &self,
+            Parameters(a): Parameters<TaskArgs>,
+        ) -> Result<Json<StartedOut>, String> {
+            let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+            Ok(Json(StartedOut {
+                task_id: format!("t{id}"),
+                task_type: a.task_type,
+            }))
+        }
+
+        #[tool(description = "Complete a task timer.")]
+        async fn complete_task_timer(
+            &self,
+            Parameters(a): Parameters<CompleteArgs>,
+        ) -> Result<Json<CompletedOut>, String> {
+            Ok(Json(CompletedOut {
+                task_id: a.task_id,
+                status: if a.success.unwrap_or(true) {
+                    "completed"
+                } else {
+                    "failed"
+                }
+                .into(),
+                duration_seconds: 1.0,
+            }))
+        }
+    }
+
+    #[tool_handler(router = self.tools)]
+    impl ServerHandler for Bare {
+        fn get_info(&self) -> ServerConfig {
+            let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+            info.server_info = Implementation::new("bare-rmcp", "1");
+            info
+        }
+    }
+
+    pub fn serve() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let template = Bare {
+                tools: Arc::new(Bare::router()),
+                ports: Arc::new(HashMap::from([
+                    ("api".into(), super::PORT),
+                    ("web".into(), 20000),
+                ])),
+                secrets: Arc::new(HashMap::from([(
+                    super::SECRET_PATH.to_string(),
+                    super::SECRET_VALUE.to_string(),
+                )])),
+                next_task: Arc::new(AtomicU64::new(1)),
+            };
+            let config = StreamableHttpServerConfig::default()
+                .with_allowed_hosts(["127.0.0.1", "localhost"].map(String::from))
+                .with_json_response(true);
+            let service = StreamableHttpService::new(
+                move || Ok(template.clone()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            );
+            let app =
+                axum::Router::new().route_service(&format!("/mcp/{}", super::PROJECT), service);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            eprintln!(
+                "bare rmcp serving on http://{}",
+                listener.local_addr().unwrap()
+            );
+            // No Nagle delay on small answers (as `serve` and uvicorn do).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
     }
 }
