@@ -38,10 +38,11 @@ const BACKOFF_NEEDS_CHANGE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The delay before the next run after a failure: chosen by the error when it says, else doubling from
-/// where its kind starts.
+/// where its kind starts. An API's `Retry-After` is never shortened (retrying sooner would only be
+/// refused again, and counts against the caller), however long it is.
 fn next_delay(previous: Option<Duration>, hint: Option<RetryHint>) -> Duration {
     match hint {
-        Some(RetryHint::After(d)) => d.clamp(BACKOFF_START, BACKOFF_MAX),
+        Some(RetryHint::After(d)) => d.max(BACKOFF_START),
         Some(RetryHint::NeedsChange) => previous
             .map_or(BACKOFF_NEEDS_CHANGE, |b| (b * 2).max(BACKOFF_NEEDS_CHANGE))
             .min(BACKOFF_MAX),
@@ -287,7 +288,12 @@ mod tests {
         assert_eq!(next_delay(None, Some(RetryHint::After(s(17)))), s(17));
         assert_eq!(
             next_delay(Some(s(4)), Some(RetryHint::After(s(3600)))),
-            BACKOFF_MAX
+            s(3600),
+            "a Retry-After longer than the backoff cap is honoured, not shortened"
+        );
+        assert_eq!(
+            next_delay(None, Some(RetryHint::After(Duration::ZERO))),
+            BACKOFF_START
         );
         assert_eq!(next_delay(None, Some(RetryHint::Soon)), s(1));
         assert_eq!(next_delay(Some(s(8)), Some(RetryHint::Soon)), s(16));
