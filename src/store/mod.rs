@@ -90,6 +90,9 @@ pub enum StoreError {
         "unsupported database URL {url}: use postgres://… (or postgresql://…) for PostgreSQL, or sqlite://PATH for SQLite"
     )]
     UnsupportedUrl { url: String },
+    /// The SQLite file this process opened is gone, replaced, or no longer writable.
+    #[error("the SQLite database {path} {problem}")]
+    DatabaseFile { path: PathBuf, problem: String },
 }
 
 impl StoreError {
@@ -431,8 +434,12 @@ impl fmt::Debug for ApplyLock {
 /// What `/health` asks the database.
 #[async_trait]
 pub trait HealthRepo {
-    /// A round trip to the database.
+    /// A round trip to the database — for SQLite, to the file this process opened: a database file
+    /// removed or replaced since is an error ([`StoreError::DatabaseFile`]), never a fresh empty one.
     async fn ping(&self) -> Result<()>;
+    /// Whether the database can be written (SQLite: the file and its directory are writable by this
+    /// process; PostgreSQL: always, a read-only server shows in the writes themselves).
+    async fn writable(&self) -> Result<()>;
     /// Task timers started and not completed.
     async fn running_tasks(&self) -> Result<i64>;
 }
