@@ -10,7 +10,8 @@
 //!
 //! Several `serve` processes may share one PostgreSQL: only the leader (the holder of an advisory lock
 //! on its own connection) reconciles; the others retry leadership every 2 s, so a dead leader is
-//! replaced within seconds. All of them serve MCP, and all of them reload `state/` on every file change
+//! replaced within seconds. The leader checks its lock's session as often: when the database
+//! restarts under it, it steps down and competes again once the database is back. All of them serve MCP, and all of them reload `state/` on every file change
 //! (and at each leadership retry), so every process answers from the current desired state within
 //! seconds.
 
@@ -252,9 +253,18 @@ async fn lead(
     let mut backoff: Option<Duration> = None;
     let mut first = true;
     loop {
-        if !first && !next_wake(rt, cfg, backoff, shutdown).await {
-            lock.release().await;
-            return false;
+        if !first {
+            // While waiting, the lock is checked every `leader_retry`: a leader whose session died
+            // (a database restart) stops calling itself leader within seconds, not at the next
+            // resync, and another process may take over.
+            let woke = tokio::select! {
+                woke = next_wake(rt, cfg, backoff, shutdown) => woke,
+                () = session_lost(&mut lock, cfg.leader_retry) => return true,
+            };
+            if !woke {
+                lock.release().await;
+                return false;
+            }
         }
         first = false;
         if !lock.is_alive().await {
@@ -274,6 +284,17 @@ async fn lead(
                 rt.status.write().await.retry_in_seconds = Some(next.as_secs());
                 backoff = Some(next);
             }
+        }
+    }
+}
+
+/// Returns once the leadership lock is no longer held (checked every `every`).
+async fn session_lost(lock: &mut ApplyLock, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !lock.is_alive().await {
+            tracing::warn!("the leadership lock's database session is gone");
+            return;
         }
     }
 }

@@ -90,6 +90,11 @@ pub enum StoreError {
         "unsupported database URL {url}: use postgres://… (or postgresql://…) for PostgreSQL, or sqlite://PATH for SQLite"
     )]
     UnsupportedUrl { url: String },
+    /// No connection could be had in time: the server is down, restarting or unreachable.
+    #[error(
+        "cannot {op}: the database is unreachable (no connection could be opened in time); it is retried on the next call, and /health shows when it is back"
+    )]
+    Unreachable { op: &'static str },
     /// The SQLite file this process opened is gone, replaced, or no longer writable.
     #[error("the SQLite database {path} {problem}")]
     DatabaseFile { path: PathBuf, problem: String },
@@ -98,7 +103,9 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |source| {
-            if is_unique_violation(&source) {
+            if matches!(source, sqlx::Error::PoolTimedOut) {
+                StoreError::Unreachable { op }
+            } else if is_unique_violation(&source) {
                 StoreError::Conflict(format!(
                     "cannot {op}: it conflicts with an existing row ({source})"
                 ))
