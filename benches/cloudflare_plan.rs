@@ -7,6 +7,9 @@
 
 #[path = "../tests/support/fake_cloudflare.rs"]
 mod fake_cloudflare;
+#[path = "../tests/support/faults.rs"]
+#[allow(dead_code)]
+mod faults;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,6 +9,9 @@
 
 #[path = "../tests/support/fake_google.rs"]
 mod fake_google;
+#[path = "../tests/support/faults.rs"]
+#[allow(dead_code)]
+mod faults;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

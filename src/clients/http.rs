@@ -8,13 +8,15 @@
 //! |---------------------------------|-------------------------------------------------------|------------------------|
 //! | connection could not be opened  | retried                                               | retried (never sent)   |
 //! | timeout, reset, unreadable body | retried                                               | [`ApiError::OutcomeUnknown`] |
-//! | HTTP 5xx                        | retried                                               | [`ApiError::OutcomeUnknown`] |
+//! | HTTP 5xx                        | retried (not before its `Retry-After`, if any)        | [`ApiError::OutcomeUnknown`] |
 //! | HTTP 429                        | retried after `Retry-After`                           | retried after `Retry-After` |
 //! | other HTTP 4xx                  | returned at once                                      | returned at once       |
 //!
 //! All retries share one budget ([`RetryPolicy::max_attempts`]). Backoff is capped exponential with full
-//! jitter; a `Retry-After` longer than [`RetryPolicy::max_retry_after`] is not waited for but returned as
-//! [`ApiError::RateLimited`], so a caller (the reconcile loop) can schedule the retry instead of blocking.
+//! jitter. No retry is sent before the `Retry-After` of the answer it repeats (a 429, or a 503 during
+//! maintenance): one longer than [`RetryPolicy::max_retry_after`] is not waited for but ends the call
+//! ([`ApiError::RateLimited`], or [`ApiError::Server`] carrying it), so a caller (the reconcile loop)
+//! can schedule the retry instead of blocking.
 //!
 //! Logs: one `debug` event per attempt with method, path, status, attempt and latency. Headers, query
 //! strings and bodies are never logged and never put in an error.
@@ -379,8 +381,9 @@ pub enum ApiError {
         messages: Vec<ApiMessage>,
     },
     #[error(
-        "{api}: {method} {path}: server error (HTTP {status}) after {attempts} attempt(s): {}",
-        Messages(.messages)
+        "{api}: {method} {path}: server error (HTTP {status}) after {attempts} attempt(s): {}{}",
+        Messages(.messages),
+        RetryAfterNote(.retry_after)
     )]
     Server {
         api: &'static str,
@@ -389,6 +392,8 @@ pub enum ApiError {
         status: u16,
         attempts: u32,
         messages: Vec<ApiMessage>,
+        /// The last answer's `Retry-After` (a 503 during maintenance), when it had one.
+        retry_after: Option<Duration>,
     },
     #[error(
         "{api}: {method} {path}: rate limited (HTTP 429) after {attempts} attempt(s){}",
@@ -468,6 +473,17 @@ impl ApiError {
 
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+    }
+
+    /// How long the API asked to wait before the next try (`Retry-After` of a 429 or a 5xx), when the
+    /// call ended with that answer.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } | ApiError::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
     }
 
     /// True when a non-idempotent request may or may not have been applied.
@@ -703,11 +719,10 @@ impl ApiTransport {
                         messages,
                     });
                 }
-                if attempt < max_attempts {
-                    let mut wait = retry.backoff(attempt);
-                    if let Some(ra) = retry_after.filter(|ra| *ra <= retry.max_retry_after) {
-                        wait = wait.max(ra);
-                    }
+                // Never sooner than the server asked; longer than we wait is the caller's to schedule.
+                let waitable = retry_after.is_none_or(|ra| ra <= retry.max_retry_after);
+                if attempt < max_attempts && waitable {
+                    let wait = retry.backoff(attempt).max(retry_after.unwrap_or_default());
                     self.pause(wait, req, &path, attempt).await;
                     continue;
                 }
@@ -718,6 +733,7 @@ impl ApiTransport {
                     status: status.as_u16(),
                     attempts: attempt,
                     messages,
+                    retry_after,
                 });
             }
             let variant = if matches!(status.as_u16(), 401 | 403) {

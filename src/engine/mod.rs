@@ -169,11 +169,10 @@ impl ProviderError {
 }
 
 fn api_retry_hint(e: &ApiError) -> RetryHint {
+    if let Some(d) = e.retry_after() {
+        return RetryHint::After(d);
+    }
     match e {
-        ApiError::RateLimited {
-            retry_after: Some(d),
-            ..
-        } => RetryHint::After(*d),
         ApiError::RateLimited { .. }
         | ApiError::Server { .. }
         | ApiError::Transport { .. }

@@ -269,6 +269,7 @@ impl Runtime {
             adopt: adopt.to_vec(),
             actor: actor.to_string(),
             mcp_base_url: self.mcp_base_url(),
+            ..ProviderContext::new(self.store.clone())
         }
     }
 

@@ -260,13 +260,34 @@ pub enum ApiKeyChange {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaces: Option<String>,
     },
-    /// Delete the key (when it still exists) and its secret, and forget it.
+    /// Delete the key (when it still exists), the key it replaced (when a replacement was
+    /// interrupted before deleting it) and its secret, and forget it.
     Delete {
         spec: KeySpec,
         key_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
     },
+    /// Only the inventory: the key a replacement deleted is forgotten (the apply that deleted it
+    /// was interrupted before recording it).
+    ForgetReplaced { spec: KeySpec, key_id: String },
+}
+
+/// The key `r` replaced, while it still exists (an interrupted replacement deletes it next).
+fn replaced_left(r: &KeyRecord, observed: &Observed) -> Option<String> {
+    r.replaces
+        .as_deref()
+        .filter(|old| {
+            observed
+                .keys
+                .get(&r.spec.gcp_project)
+                .into_iter()
+                .flatten()
+                .any(|x| x.name == *old && !x.deleted)
+        })
+        .map(str::to_string)
 }
 
 fn change(
@@ -367,7 +388,9 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                 let same_key = k.display_name.as_deref() == Some(spec.display_name.as_str())
                     && k.services == spec.services
                     && r.spec.gcp_project == spec.gcp_project;
-                if !same_key {
+                // A replacement still unfinished (the replaced key exists) is finished first: the
+                // inventory names one replaced key at a time, and none may be forgotten alive.
+                if !same_key && replaced_left(r, observed).is_none() {
                     let key_id = observed.next_key_id(spec, Some(&r.key_id));
                     let mut what = Vec::new();
                     if r.spec.gcp_project != spec.gcp_project {
@@ -413,18 +436,7 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                 }
                 let missing = !observed.stored.contains(&spec.store);
                 let moved = r.spec.store != spec.store;
-                let replaced_left = r
-                    .replaces
-                    .as_deref()
-                    .filter(|old| {
-                        observed
-                            .keys
-                            .get(&r.spec.gcp_project)
-                            .into_iter()
-                            .flatten()
-                            .any(|x| x.name == *old && !x.deleted)
-                    })
-                    .map(str::to_string);
+                let replaced_left = replaced_left(r, observed);
                 if r.state != KeyState::Stored || missing || moved || replaced_left.is_some() {
                     let mut why = Vec::new();
                     if moved {
@@ -439,6 +451,9 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                             "then the replaced key {} is deleted",
                             crate::clients::google::short_name(old)
                         ));
+                        if !same_key {
+                            why.push("the key's new settings follow in the next run".to_string());
+                        }
                     }
                     let drifted = r.state == KeyState::Stored && missing && !moved;
                     updates.push(change(
@@ -447,7 +462,15 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                         Action::Update,
                         Some(k),
                         &ApiKeyChange::Store {
-                            spec: spec.clone(),
+                            // Until the key is replaced, the record describes the key there is.
+                            spec: if same_key {
+                                spec.clone()
+                            } else {
+                                KeySpec {
+                                    store: spec.store.clone(),
+                                    ..r.spec.clone()
+                                }
+                            },
                             key_id: r.key_id.clone(),
                             key_name: k.name.clone(),
                             old_store: moved.then(|| r.spec.store.clone()),
@@ -460,6 +483,22 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                             why.join("; ")
                         ),
                         drifted,
+                    ));
+                } else if let Some(old) = &r.replaces {
+                    updates.push(change(
+                        addr,
+                        &spec.project,
+                        Action::Update,
+                        Some(k),
+                        &ApiKeyChange::ForgetReplaced {
+                            spec: spec.clone(),
+                            key_id: r.key_id.clone(),
+                        },
+                        format!(
+                            "forget the replaced key {} (deleted by an interrupted apply)",
+                            crate::clients::google::short_name(old)
+                        ),
+                        false,
                     ));
                 }
             }
@@ -474,7 +513,8 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
             .key(&r.spec.gcp_project, &r.key_id)
             .filter(|k| !k.deleted);
         let secret = observed.stored.contains(&r.spec.store);
-        let what = match (current.is_some(), secret) {
+        let replaced = replaced_left(r, observed);
+        let mut what = match (current.is_some(), secret) {
             (true, true) => format!(
                 "key {} in {} and its secret {}",
                 r.key_id, r.spec.gcp_project, r.spec.store
@@ -489,6 +529,12 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                 r.key_id
             ),
         };
+        if let Some(old) = &replaced {
+            what.push_str(&format!(
+                ", and the key {} it replaced",
+                crate::clients::google::short_name(old)
+            ));
+        }
         deletes.push(change(
             addr,
             &r.spec.project,
@@ -498,6 +544,7 @@ pub fn diff(wanted: &BTreeMap<String, KeySpec>, observed: &Observed) -> Provider
                 spec: r.spec.clone(),
                 key_id: r.key_id.clone(),
                 key_name: current.map(|k| k.name.clone()),
+                replaces: replaced,
             },
             what,
             false,
@@ -833,8 +880,9 @@ impl ApiKeyProvider {
                 spec,
                 key_id: _,
                 key_name,
+                replaces,
             } => {
-                if let Some(name) = &key_name {
+                for name in key_name.iter().chain(replaces.iter()) {
                     self.delete_key(addr, name, run).await?;
                 }
                 run.step(
@@ -848,6 +896,15 @@ impl ApiKeyProvider {
                     .map_err(|e| ProviderError::Failed(format!("{addr}: {e}")))?;
                 self.store.delete_managed(NAME, addr).await?;
                 Ok(())
+            }
+            ApiKeyChange::ForgetReplaced { spec, key_id } => {
+                let record = KeyRecord {
+                    spec,
+                    key_id,
+                    state: KeyState::Stored,
+                    replaces: None,
+                };
+                self.save(addr, &record, None).await
             }
         }
     }
@@ -1048,6 +1105,85 @@ mod tests {
                 format!("key {id} in my-gcp-project and its secret project/shop/maps_key")
             )]
         );
+    }
+
+    #[test]
+    fn an_interrupted_replacement_is_finished_and_never_forgets_a_live_key() {
+        let old = spec(&["a.googleapis.com"]);
+        let prefix = old.key_id_prefix();
+        let (gen1, gen2) = (format!("{prefix}1"), format!("{prefix}2"));
+        let name = |id: &str| format!("projects/123/locations/global/keys/{id}");
+        let mut o = Observed::default();
+        // Stored gen2, killed before deleting gen1.
+        o.records.insert(
+            old.address(),
+            KeyRecord {
+                spec: old.clone(),
+                key_id: gen2.clone(),
+                state: KeyState::Stored,
+                replaces: Some(name(&gen1)),
+            },
+        );
+        o.keys.insert(
+            "my-gcp-project".into(),
+            vec![
+                key(&gen1, &["a.googleapis.com"], false),
+                key(&gen2, &["a.googleapis.com"], false),
+            ],
+        );
+        o.stored.insert(old.store.clone());
+        // Removed from state now: both keys go, not only the current one.
+        let p = diff(&BTreeMap::new(), &o);
+        assert_eq!(
+            summaries(&p),
+            vec![(
+                Action::Delete,
+                format!(
+                    "key {gen2} in my-gcp-project and its secret project/shop/maps_key, and the key {gen1} it replaced"
+                )
+            )]
+        );
+        let ApiKeyChange::Delete { replaces, .. } =
+            serde_json::from_value(p.changes[0].after.clone().unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(replaces, Some(name(&gen1)));
+        // Changed again before it finished: the replacement is finished first (gen1 deleted), the
+        // new settings follow in the next run.
+        let new = spec(&["b.googleapis.com"]);
+        let p = diff(&wanted(new), &o);
+        assert_eq!(
+            summaries(&p),
+            vec![(
+                Action::Update,
+                format!(
+                    "store the key string of {gen2} at project/shop/maps_key (then the replaced key {gen1} is deleted; the key's new settings follow in the next run)"
+                )
+            )]
+        );
+        let ApiKeyChange::Store { spec: kept, .. } =
+            serde_json::from_value(p.changes[0].after.clone().unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            kept.services,
+            ["a.googleapis.com"],
+            "the record describes gen2"
+        );
+        // gen1 deleted, the record not yet updated: forgotten, nothing else.
+        o.keys.get_mut("my-gcp-project").unwrap()[0].deleted = true;
+        let p = diff(&wanted(old.clone()), &o);
+        assert_eq!(
+            summaries(&p),
+            vec![(
+                Action::Update,
+                format!("forget the replaced key {gen1} (deleted by an interrupted apply)")
+            )]
+        );
+        o.records.get_mut(&old.address()).unwrap().replaces = None;
+        assert!(diff(&wanted(old), &o).changes.is_empty());
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::ProviderContext;
-use crate::clients::HttpPolicy;
 use crate::clients::cloudflare::{
     BASE_URL_ENV, CloudflareClient, CloudflareError, DEFAULT_BASE_URL,
 };
@@ -92,7 +91,7 @@ pub async fn connect(
     })?;
     let env = std::env::var(BASE_URL_ENV).ok();
     let url = base_url(cf, env.as_deref());
-    let client = CloudflareClient::new(&url, token, HttpPolicy::default())
+    let client = CloudflareClient::new(&url, token, ctx.http.clone())
         .map_err(|e| ProviderError::Failed(e.to_string()))?;
     Ok(Arc::new(CloudflareApi::new(client, &cf.zone, &url)))
 }

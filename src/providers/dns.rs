@@ -374,6 +374,25 @@ pub fn diff(
                     );
                     c.drifted = m.last.as_ref().is_some_and(|last| *last != cur.snapshot);
                     updates.push(c);
+                } else if m.id.is_none() {
+                    // Claimed by its marker after a crash between the create call and the inventory
+                    // write: record its id and snapshot (nothing is sent to Cloudflare), so drift is
+                    // told from desired changes again and the inventory is what an uninterrupted run
+                    // leaves.
+                    let after = Planned {
+                        snapshot: cur.snapshot.clone(),
+                        adopted: m.adopted,
+                    };
+                    updates.push(change(
+                        Action::Update,
+                        Some(cur),
+                        after,
+                        format!(
+                            "{}: record id {} (created by an interrupted apply); the record is not changed",
+                            d.fields.describe(),
+                            cur.id
+                        ),
+                    ));
                 }
             }
             (managed, _) => {
@@ -461,8 +480,24 @@ pub fn diff(
         if desired_names.contains(m.hostname.as_str()) {
             continue;
         }
-        // Gone already (deleted by hand): nothing left to change.
-        let Some(cur) = resolve(m) else { continue };
+        // Gone already (deleted by hand, or by an apply interrupted before it forgot the record):
+        // only the inventory entry is left to remove.
+        let Some(cur) = resolve(m) else {
+            deletes.push(Change {
+                address: address(&m.hostname),
+                provider: NAME.into(),
+                action: Action::Delete,
+                project: m.project.clone(),
+                before: None,
+                after: None,
+                summary: format!("{}: the record is gone already; forget it", m.hostname),
+                drifted: false,
+                disruptive: false,
+                diff: None,
+                requires: Vec::new(),
+            });
+            continue;
+        };
         out.managed += 1;
         deletes.push(Change {
             address: address(&m.hostname),
@@ -608,6 +643,10 @@ enum Op {
         address: String,
         id: String,
     },
+    /// Only the inventory entry: its record is gone already.
+    Forget {
+        address: String,
+    },
 }
 
 impl Op {
@@ -630,6 +669,9 @@ impl Op {
                     planned: planned()?,
                 }
             }
+            Action::Delete if change.before.is_none() => Op::Forget {
+                address: change.address.clone(),
+            },
             Action::Delete => Op::Delete {
                 address: change.address.clone(),
                 id: before()?.id,
@@ -643,6 +685,7 @@ impl Op {
             Op::Update {
                 before, planned, ..
             } => *before != planned.snapshot,
+            Op::Forget { .. } => false,
             _ => true,
         }
     }
@@ -763,7 +806,7 @@ impl DnsProvider {
                     )
                     .await?;
                 }
-                Op::Delete { address, .. } => {
+                Op::Delete { address, .. } | Op::Forget { address } => {
                     self.store.delete_managed(NAME, address).await?;
                 }
             }
@@ -776,6 +819,7 @@ impl DnsProvider {
         for op in ops.iter().filter(|o| o.touches_api()) {
             match op {
                 Op::Delete { id, .. } => batch.deletes.push(BatchDelete { id: id.clone() }),
+                Op::Forget { .. } => {}
                 Op::Update { id, planned, .. } => batch.puts.push(BatchPut {
                     id: id.clone(),
                     record: planned
@@ -806,6 +850,7 @@ impl DnsProvider {
                         return None;
                     }
                 }
+                Op::Forget { .. } => {}
                 Op::Update { id, planned, .. } => {
                     if by_id.get(id.as_str()).map(|r| &r.snapshot) != Some(&planned.snapshot) {
                         return None;
@@ -880,7 +925,7 @@ impl DnsProvider {
     async fn apply_singly(&self, zone_id: &str, ops: &[Op]) -> Result<(), ProviderError> {
         let mut ordered: Vec<&Op> = ops.iter().collect();
         ordered.sort_by_key(|o| match o {
-            Op::Delete { .. } => 0,
+            Op::Delete { .. } | Op::Forget { .. } => 0,
             Op::Update { .. } => 1,
             Op::Create { .. } => 2,
         });
@@ -895,6 +940,7 @@ impl DnsProvider {
                             .await
                             .map_err(api_error)?;
                     }
+                    Op::Forget { .. } => {}
                     Op::Update { id, planned, .. } => {
                         let spec = planned
                             .snapshot
@@ -1143,6 +1189,9 @@ mod tests {
                 }
                 Op::Delete { id, .. } => {
                     obs.records.retain(|r| r.id != id);
+                    obs.managed.retain(|m| m.hostname != host);
+                }
+                Op::Forget { .. } => {
                     obs.managed.retain(|m| m.hostname != host);
                 }
             }
@@ -1464,11 +1513,24 @@ mod tests {
             }],
         };
         let plan = diff(&wanted, &obs, &BTreeSet::new());
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        // The claim is recorded (inventory only: the record is not sent again).
+        assert_eq!(
+            summaries(&plan),
+            [format!(
+                "~ dns/a.example.com CNAME a.example.com → {TARGET} (proxied): record id r9 (created by an interrupted apply); the record is not changed"
+            )]
+        );
+        let op = Op::of(&plan.changes[0]).unwrap();
+        assert!(!op.touches_api());
+        // Once recorded, nothing is left to do.
+        let mut recorded = obs.clone();
+        recorded.managed[0].id = Some("r9".into());
+        recorded.managed[0].last = Some(obs.records[0].snapshot.clone());
         assert!(
-            plan.errors.is_empty() && plan.changes.is_empty(),
-            "{:?} {:?}",
-            plan.errors,
-            summaries(&plan)
+            diff(&wanted, &recorded, &BTreeSet::new())
+                .changes
+                .is_empty()
         );
         // Without the marker the record is someone else's.
         let mut foreign = obs.clone();
@@ -1482,6 +1544,29 @@ mod tests {
                 "- dns/a.example.com CNAME a.example.com → {TARGET} (proxied)"
             )]
         );
+    }
+
+    #[test]
+    fn an_entry_whose_record_is_gone_is_forgotten_without_calling_the_api() {
+        // The record was deleted (by hand, or by an apply killed before it forgot the record).
+        let obs = Observed {
+            records: Vec::new(),
+            managed: vec![ManagedRecord {
+                hostname: "old.example.com".into(),
+                id: Some("r1".into()),
+                last: None,
+                adopted: false,
+                project: Some("shop".into()),
+            }],
+        };
+        let plan = diff(&[], &obs, &BTreeSet::new());
+        assert_eq!(
+            summaries(&plan),
+            ["- dns/old.example.com old.example.com: the record is gone already; forget it"]
+        );
+        let op = Op::of(&plan.changes[0]).unwrap();
+        assert!(!op.touches_api());
+        assert_eq!(DnsProvider::batch_for(&[op]), BatchRequest::default());
     }
 
     #[test]

@@ -60,6 +60,38 @@ impl Endpoints {
     }
 }
 
+/// How long Google Cloud operations are waited for. Past a bound the change fails with
+/// [`OperationError::TimedOut`](crate::clients::google::operations::OperationError) naming the
+/// operation — it may still finish, and the next plan re-reads the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoogleWaits {
+    /// Compute Engine operations (stop, start, setMachineType).
+    pub compute: WaitPolicy,
+    /// API Keys operations (create, delete).
+    pub key: WaitPolicy,
+    /// A status transition (STOPPING → TERMINATED, STAGING → RUNNING) once its operation is done.
+    pub settle: WaitPolicy,
+}
+
+impl Default for GoogleWaits {
+    fn default() -> Self {
+        GoogleWaits {
+            compute: WaitPolicy {
+                timeout: Duration::from_secs(15 * 60),
+                poll_interval: Duration::from_secs(2),
+            },
+            key: WaitPolicy {
+                timeout: Duration::from_secs(5 * 60),
+                poll_interval: Duration::from_millis(500),
+            },
+            settle: WaitPolicy {
+                timeout: Duration::from_secs(5 * 60),
+                poll_interval: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
 /// A connection to Google Cloud for one service account.
 pub struct GoogleCloud {
     pub auth: Arc<TokenSource>,
@@ -78,7 +110,12 @@ pub struct GoogleCloud {
 
 impl GoogleCloud {
     /// Builds the clients for the service-account key `json`.
-    pub fn new(g: &Gcloud, json: &str, policy: HttpPolicy) -> Result<GoogleCloud, ProviderError> {
+    pub fn new(
+        g: &Gcloud,
+        json: &str,
+        policy: HttpPolicy,
+        waits: GoogleWaits,
+    ) -> Result<GoogleCloud, ProviderError> {
         let key = ServiceAccountKey::from_json(json).map_err(|e| {
             ProviderError::Failed(format!(
                 "gcloud.credentials ({}): {e}",
@@ -100,18 +137,9 @@ impl GoogleCloud {
                 .map_err(failed)?,
             auth,
             endpoints,
-            compute_wait: WaitPolicy {
-                timeout: Duration::from_secs(15 * 60),
-                poll_interval: Duration::from_secs(2),
-            },
-            key_wait: WaitPolicy {
-                timeout: Duration::from_secs(5 * 60),
-                poll_interval: Duration::from_millis(500),
-            },
-            settle: WaitPolicy {
-                timeout: Duration::from_secs(5 * 60),
-                poll_interval: Duration::from_millis(500),
-            },
+            compute_wait: waits.compute,
+            key_wait: waits.key,
+            settle: waits.settle,
         })
     }
 
@@ -148,7 +176,8 @@ pub async fn connect(g: &Gcloud, ctx: &ProviderContext) -> Result<Arc<GoogleClou
     Ok(Arc::new(GoogleCloud::new(
         g,
         json.expose_secret(),
-        HttpPolicy::default(),
+        ctx.http.clone(),
+        ctx.google_waits,
     )?))
 }
 

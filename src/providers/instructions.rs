@@ -118,7 +118,36 @@ pub fn diff(targets: &[Target], budget: usize) -> (ProviderPlan, BTreeMap<String
             continue;
         }
         let wanted = render::merge(t.existing.as_deref(), &assembled.text);
+        let section_sha256 = files::sha256(&assembled.text);
         if t.existing.as_deref() == Some(wanted.as_str()) {
+            if t.last_section.as_deref() != Some(section_sha256.as_str()) {
+                // The file is right but the inventory does not say so: an apply was interrupted
+                // between writing it and recording it. Record it (the file is not written again),
+                // so a later edit inside the markers is told apart as drift.
+                let digest = files::sha256(&wanted);
+                out.changes.push(Change {
+                    address: addr.clone(),
+                    provider: NAME.into(),
+                    action: Action::Update,
+                    project: t.project.clone(),
+                    before: Some(json!({"path": path, "sha256": digest})),
+                    after: Some(to_payload(&FileChange {
+                        path: path.clone(),
+                        observed: Some(digest.clone()),
+                        sha256: digest,
+                        section_sha256,
+                    })),
+                    summary: format!(
+                        "{} (written by an interrupted apply, recorded now; the file is not changed)",
+                        path.display()
+                    ),
+                    drifted: false,
+                    disruptive: false,
+                    diff: None,
+                    requires: Vec::new(),
+                });
+                files_out.insert(addr, wanted);
+            }
             continue;
         }
         let current_section = t.existing.as_deref().and_then(|e| match render::split(e) {
@@ -142,7 +171,7 @@ pub fn diff(targets: &[Target], budget: usize) -> (ProviderPlan, BTreeMap<String
             path: path.clone(),
             observed: t.existing.as_deref().map(files::sha256),
             sha256: files::sha256(&wanted),
-            section_sha256: files::sha256(&assembled.text),
+            section_sha256,
         };
         out.changes.push(Change {
             address: addr.clone(),
@@ -330,7 +359,9 @@ impl Provider for InstructionsProvider {
                 planned.path.display()
             )));
         }
-        files::write_atomic(&planned.path, &rendered.content).await?;
+        if planned.observed.as_deref() != Some(planned.sha256.as_str()) {
+            files::write_atomic(&planned.path, &rendered.content).await?;
+        }
         self.store
             .upsert_managed(&ManagedObject {
                 provider: NAME.into(),
@@ -388,6 +419,31 @@ mod tests {
         );
         assert!(!plan.changes[0].drifted);
         assert!(plan.changes[0].diff.as_ref().unwrap().contains("+y"));
+    }
+
+    #[test]
+    fn a_file_written_by_an_interrupted_apply_is_recorded_without_writing_it() {
+        // Written, but killed before the inventory said so.
+        let current = format!("# mine\n\n{}", render::section("x\n"));
+        let (plan, files_out) = diff(&[target(Some(&current), "x\n", None)], 1000);
+        assert_eq!(plan.changes.len(), 1);
+        let c = &plan.changes[0];
+        assert_eq!(c.action, Action::Update);
+        assert!(!c.drifted && c.diff.is_none());
+        assert_eq!(
+            c.summary,
+            "/srv/shop/CLAUDE.md (written by an interrupted apply, recorded now; the file is not changed)"
+        );
+        let planned: FileChange = payload(c, c.after.as_ref()).unwrap();
+        assert_eq!(planned.observed.as_deref(), Some(planned.sha256.as_str()));
+        assert_eq!(planned.section_sha256, files::sha256("x\n"));
+        assert_eq!(files_out["instructions/shop"], current);
+        // Recorded: nothing left.
+        let (plan, _) = diff(
+            &[target(Some(&current), "x\n", Some(&files::sha256("x\n")))],
+            1000,
+        );
+        assert!(plan.changes.is_empty());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct ProviderContext {
     pub actor: String,
     /// Where agents reach this supervisor's MCP server (named in generated CLAUDE.md files).
     pub mcp_base_url: String,
+    /// Timeouts and retries of every remote API call (Cloudflare, Google Cloud).
+    pub http: crate::clients::HttpPolicy,
+    /// How long Google Cloud operations are waited for.
+    pub google_waits: gcloud::GoogleWaits,
 }
 
 /// The MCP base URL when none is configured (`serve`'s default listen address).
@@ -55,6 +59,8 @@ impl ProviderContext {
             adopt: Vec::new(),
             actor: "supervisor".into(),
             mcp_base_url: DEFAULT_MCP_BASE_URL.into(),
+            http: crate::clients::HttpPolicy::default(),
+            google_waits: gcloud::GoogleWaits::default(),
         }
     }
 }

@@ -112,10 +112,13 @@ pub fn desired_rules(desired: &Desired, ports: &PlannedPorts) -> Vec<DesiredRule
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedRule {
     pub hostname: String,
-    /// The service last applied (or found, when adopted).
+    /// The service last applied (or found, when adopted); while pending, the one being written.
     pub service: Option<String>,
     pub adopted: bool,
     pub project: Option<String>,
+    /// Written before the configuration, confirmed after it: a pending entry is what a crashed
+    /// apply meant to write, whether or not the write happened.
+    pub pending: bool,
 }
 
 impl ManagedRule {
@@ -136,6 +139,7 @@ impl ManagedRule {
             service: text("service"),
             adopted: o.adopted,
             project: text("project"),
+            pending: o.attributes.0.get("pending") == Some(&Value::Bool(true)),
         })
     }
 }
@@ -581,14 +585,30 @@ pub fn diff(
                         Some(planned(m.adopted)),
                         format!("ingress {h}: {} → {}", rule.service, r.service),
                     );
-                    c.drifted = m.service.as_deref().is_some_and(|s| s != rule.service);
+                    c.drifted =
+                        !m.pending && m.service.as_deref().is_some_and(|s| s != rule.service);
                     updates.push(c);
                     edits.push(RuleEdit::Upsert { hostname: h.into(), service: r.service.clone() });
+                } else if m.pending {
+                    // Written by an apply that was interrupted before confirming it: confirm it
+                    // (inventory only; the configuration is not written again).
+                    updates.push(rule_change(
+                        Action::Update,
+                        Some(&r.project),
+                        h,
+                        Some(&rule.service),
+                        Some(planned(m.adopted)),
+                        format!(
+                            "ingress {h} → {}: written by an interrupted apply, recorded now; the rule is not changed",
+                            rule.service
+                        ),
+                    ));
                 }
             }
             (m, None) => {
                 managed_after.insert(h.to_string());
-                let gone = m.is_some();
+                // A pending entry whose rule is missing: the interrupted write never happened.
+                let gone = m.is_some_and(|m| !m.pending);
                 let mut c = rule_change(
                     Action::Create,
                     Some(&r.project),
@@ -639,7 +659,20 @@ pub fn diff(
             continue;
         }
         let Some(rule) = current.get(m.hostname.as_str()) else {
-            continue; // removed by hand already
+            // The rule is gone already (removed by hand, or by an apply interrupted before it
+            // forgot the rule): only the inventory entry is left to remove.
+            deletes.push(rule_change(
+                Action::Delete,
+                m.project.as_deref(),
+                &m.hostname,
+                None,
+                None,
+                format!(
+                    "ingress {}: the rule is gone already; forget it",
+                    m.hostname
+                ),
+            ));
+            continue;
         };
         out.managed += 1;
         deletes.push(rule_change(
@@ -901,22 +934,28 @@ impl TunnelProvider {
         Err(ProviderError::Failed(msg))
     }
 
+    /// Records a rule: `pending` before the configuration is written, confirmed after.
     async fn remember_rule(
         &self,
         planned: &PlannedRule,
         project: Option<&str>,
         adopted: bool,
+        pending: bool,
     ) -> Result<(), ProviderError> {
+        let mut attributes = json!({
+            "hostname": planned.hostname,
+            "service": planned.service,
+            "project": project,
+        });
+        if pending {
+            attributes["pending"] = Value::Bool(true);
+        }
         self.store
             .upsert_managed(&ManagedObject {
                 provider: NAME.into(),
                 address: address(&planned.hostname),
                 external_id: Some(self.settings.id.clone()),
-                attributes: sqlx::types::Json(json!({
-                    "hostname": planned.hostname,
-                    "service": planned.service,
-                    "project": project,
-                })),
+                attributes: sqlx::types::Json(attributes),
                 adopted,
             })
             .await?;
@@ -1082,11 +1121,56 @@ impl Provider for TunnelProvider {
                 problems.join("; ")
             ))
         })?;
+        let adopted_now: HashMap<&str, bool> = observed
+            .managed
+            .iter()
+            .map(|m| (m.hostname.as_str(), m.adopted))
+            .collect();
+        let adopted = |planned: &PlannedRule| {
+            planned.adopted
+                || adopted_now
+                    .get(planned.hostname.as_str())
+                    .copied()
+                    .unwrap_or(false)
+        };
+        // Intent first: a crash after the write leaves pending entries that the next plan confirms,
+        // instead of rules of ours that look like someone else's.
+        let entries_before: HashMap<String, ManagedObject> = self
+            .store
+            .list_managed(NAME)
+            .await?
+            .into_iter()
+            .map(|o| (o.address.clone(), o))
+            .collect();
+        for (planned, project) in &upserts {
+            self.remember_rule(planned, project.as_deref(), adopted(planned), true)
+                .await?;
+        }
+        // A write that certainly did not happen takes its pending entries back.
+        let take_back = || async {
+            for (planned, _) in &upserts {
+                let addr = address(&planned.hostname);
+                match entries_before.get(&addr) {
+                    Some(was) => self.store.upsert_managed(was).await?,
+                    None => {
+                        self.store.delete_managed(NAME, &addr).await?;
+                    }
+                }
+            }
+            Ok::<(), ProviderError>(())
+        };
         match &observed.local {
             Some(local) => {
                 let rendered = render_local(&self.settings, &merged, local.text.as_deref());
-                if local.text.as_deref() != Some(rendered.as_str()) {
-                    self.write_local(local.text.as_deref(), &rendered).await?;
+                if local.text.as_deref() != Some(rendered.as_str())
+                    && let Err(e) = self.write_local(local.text.as_deref(), &rendered).await
+                {
+                    // Restored (or never replaced): nothing of it applies.
+                    let now = super::files::read_optional(self.config_path()?).await.ok();
+                    if now.as_ref() == Some(&local.text) {
+                        take_back().await?;
+                    }
+                    return Err(e);
                 }
                 self.store
                     .upsert_managed(&ManagedObject {
@@ -1102,27 +1186,28 @@ impl Provider for TunnelProvider {
                     .await?;
             }
             None => {
-                if merged != observed.config {
-                    self.api
+                if merged != observed.config
+                    && let Err(e) = self
+                        .api
                         .client
                         .put_tunnel_configuration(self.account_id()?, &self.settings.id, &merged)
                         .await
-                        .map_err(api_error)?;
+                {
+                    // Refused (4xx): not applied. Anything else may have been: the entries stay
+                    // pending and the next plan finds out.
+                    if let crate::clients::cloudflare::CloudflareError::Api(api) = &e
+                        && api
+                            .status()
+                            .is_some_and(|s| (400..500).contains(&s) && s != 429)
+                    {
+                        take_back().await?;
+                    }
+                    return Err(api_error(e));
                 }
             }
         }
-        let adopted_now: HashMap<&str, bool> = observed
-            .managed
-            .iter()
-            .map(|m| (m.hostname.as_str(), m.adopted))
-            .collect();
         for (planned, project) in &upserts {
-            let adopted = planned.adopted
-                || adopted_now
-                    .get(planned.hostname.as_str())
-                    .copied()
-                    .unwrap_or(false);
-            self.remember_rule(planned, project.as_deref(), adopted)
+            self.remember_rule(planned, project.as_deref(), adopted(planned), false)
                 .await?;
         }
         for h in &removes {
@@ -1237,6 +1322,7 @@ mod tests {
                     obs.managed.push(ManagedRule {
                         hostname: host,
                         service: Some(p.service),
+                        pending: false,
                         adopted: p.adopted,
                         project: c.project.clone(),
                     });
@@ -1459,6 +1545,53 @@ mod tests {
                 "~ tunnel/a.example.com ingress a.example.com: http://localhost:3100 → http://localhost:3105"
             ]
         );
+    }
+
+    #[test]
+    fn pending_entries_left_by_a_crash_are_confirmed_or_written_and_gone_rules_forgotten() {
+        let s = settings(TunnelMode::Remote);
+        let mut obs = Observed::default();
+        let wanted = want(&[("a.example.com", 3100), ("b.example.com", 3101)]);
+        // The apply wrote its pending entries; the configuration write landed for a but not for b
+        // (as if b's had been a later write).
+        let first = diff(&s, &wanted, &obs, &BTreeSet::new());
+        apply_to(&mut obs, &s, &first);
+        obs.config
+            .ingress
+            .retain(|r| r.hostname.as_deref() != Some("b.example.com"));
+        for m in &mut obs.managed {
+            m.pending = true;
+        }
+        let plan = diff(&s, &wanted, &obs, &BTreeSet::new());
+        assert_eq!(
+            summaries(&plan),
+            [
+                "~ tunnel/a.example.com ingress a.example.com → http://localhost:3100: written by an interrupted apply, recorded now; the rule is not changed",
+                "+ tunnel/b.example.com ingress b.example.com → http://localhost:3101",
+            ],
+            "not drift, and nothing someone else owns"
+        );
+        assert!(plan.errors.is_empty());
+        apply_to(&mut obs, &s, &plan);
+        for m in &mut obs.managed {
+            m.pending = false;
+        }
+        assert!(diff(&s, &wanted, &obs, &BTreeSet::new()).changes.is_empty());
+        // A rule that is gone while its entry stays (removed by hand, or the entry's removal was
+        // interrupted after the write): the entry is forgotten, nothing is written.
+        obs.config
+            .ingress
+            .retain(|r| r.hostname.as_deref() != Some("b.example.com"));
+        let only_a = want(&[("a.example.com", 3100)]);
+        let plan = diff(&s, &only_a, &obs, &BTreeSet::new());
+        assert_eq!(
+            summaries(&plan),
+            ["- tunnel/b.example.com ingress b.example.com: the rule is gone already; forget it"]
+        );
+        let before = obs.config.clone();
+        apply_to(&mut obs, &s, &plan);
+        assert_eq!(obs.config, before);
+        assert!(diff(&s, &only_a, &obs, &BTreeSet::new()).changes.is_empty());
     }
 
     #[test]

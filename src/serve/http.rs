@@ -378,10 +378,29 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// How long `/health` waits for the database before calling it unreachable.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let rt = &st.rt;
-    let db = tokio::time::timeout(Duration::from_secs(2), rt.store.ping()).await;
-    let reachable = matches!(db, Ok(Ok(())));
+    let db = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
+        rt.store.ping().await?;
+        Ok::<_, crate::store::StoreError>(rt.store.writable().await.err().map(|e| e.to_string()))
+    })
+    .await;
+    let (reachable, writable, db_error) = match db {
+        Ok(Ok(None)) => (true, true, None),
+        Ok(Ok(Some(why))) => (true, false, Some(why)),
+        Ok(Err(e)) => (false, false, Some(e.to_string())),
+        Err(_) => (
+            false,
+            false,
+            Some(format!(
+                "the database did not answer within {} s",
+                HEALTH_DB_TIMEOUT.as_secs()
+            )),
+        ),
+    };
     let timers = if reachable {
         crate::timing::Timing::new(rt.store.clone())
             .with_abandoned_after(Duration::from_secs(
@@ -396,20 +415,27 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let desired = rt.desired().await;
     let desired_error = rt.desired_error().await;
     let reconcile = rt.status.read().await.clone();
-    let degraded =
-        !reachable || desired_error.is_some() || reconcile.last_result.as_deref() == Some("error");
+    let degraded = !reachable
+        || !writable
+        || desired_error.is_some()
+        || reconcile.last_result.as_deref() == Some("error");
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": rt.started.elapsed().as_secs(),
-        "database": { "backend": rt.store.backend(), "reachable": reachable },
+        "database": {
+            "backend": rt.store.backend(),
+            "reachable": reachable,
+            "writable": writable,
+            "error": db_error,
+        },
         "memory_rss_bytes": rss_bytes(),
         "desired": { "revision": desired.revision, "projects": desired.projects.len(), "error": desired_error },
         "reconcile": reconcile,
         "active_task_timers": timers.map(|t| t.running),
         "abandoned_task_timers": timers.map(|t| t.abandoned),
     });
-    let code = if reachable {
+    let code = if reachable && writable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -10,7 +10,8 @@
 //!
 //! Several `serve` processes may share one PostgreSQL: only the leader (the holder of an advisory lock
 //! on its own connection) reconciles; the others retry leadership every 2 s, so a dead leader is
-//! replaced within seconds. All of them serve MCP, and all of them reload `state/` on every file change
+//! replaced within seconds. The leader checks its lock's session as often: when the database
+//! restarts under it, it steps down and competes again once the database is back. All of them serve MCP, and all of them reload `state/` on every file change
 //! (and at each leadership retry), so every process answers from the current desired state within
 //! seconds.
 
@@ -38,10 +39,11 @@ const BACKOFF_NEEDS_CHANGE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The delay before the next run after a failure: chosen by the error when it says, else doubling from
-/// where its kind starts.
+/// where its kind starts. An API's `Retry-After` is never shortened (retrying sooner would only be
+/// refused again, and counts against the caller), however long it is.
 fn next_delay(previous: Option<Duration>, hint: Option<RetryHint>) -> Duration {
     match hint {
-        Some(RetryHint::After(d)) => d.clamp(BACKOFF_START, BACKOFF_MAX),
+        Some(RetryHint::After(d)) => d.max(BACKOFF_START),
         Some(RetryHint::NeedsChange) => previous
             .map_or(BACKOFF_NEEDS_CHANGE, |b| (b * 2).max(BACKOFF_NEEDS_CHANGE))
             .min(BACKOFF_MAX),
@@ -251,9 +253,18 @@ async fn lead(
     let mut backoff: Option<Duration> = None;
     let mut first = true;
     loop {
-        if !first && !next_wake(rt, cfg, backoff, shutdown).await {
-            lock.release().await;
-            return false;
+        if !first {
+            // While waiting, the lock is checked every `leader_retry`: a leader whose session died
+            // (a database restart) stops calling itself leader within seconds, not at the next
+            // resync, and another process may take over.
+            let woke = tokio::select! {
+                woke = next_wake(rt, cfg, backoff, shutdown) => woke,
+                () = session_lost(&mut lock, cfg.leader_retry) => return true,
+            };
+            if !woke {
+                lock.release().await;
+                return false;
+            }
         }
         first = false;
         if !lock.is_alive().await {
@@ -277,6 +288,17 @@ async fn lead(
     }
 }
 
+/// Returns once the leadership lock is no longer held (checked every `every`).
+async fn session_lost(lock: &mut ApplyLock, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !lock.is_alive().await {
+            tracing::warn!("the leadership lock's database session is gone");
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +309,12 @@ mod tests {
         assert_eq!(next_delay(None, Some(RetryHint::After(s(17)))), s(17));
         assert_eq!(
             next_delay(Some(s(4)), Some(RetryHint::After(s(3600)))),
-            BACKOFF_MAX
+            s(3600),
+            "a Retry-After longer than the backoff cap is honoured, not shortened"
+        );
+        assert_eq!(
+            next_delay(None, Some(RetryHint::After(Duration::ZERO))),
+            BACKOFF_START
         );
         assert_eq!(next_delay(None, Some(RetryHint::Soon)), s(1));
         assert_eq!(next_delay(Some(s(8)), Some(RetryHint::Soon)), s(16));

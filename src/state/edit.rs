@@ -8,6 +8,9 @@ use std::path::Path;
 /// renamed over it). An existing file keeps its permission bits and its owner and group: the temporary
 /// file gets them before the rename, and when the owner cannot be kept (not permitted) nothing is
 /// replaced and the error says so. A new file gets the process's defaults (umask).
+///
+/// The temporary file is `.<name>.<pid>.tmp`; one left behind by a process that was killed while
+/// writing (its pid no longer running) is removed by the next write of the same file.
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -19,6 +22,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    remove_abandoned_temporaries(dir, &name);
     let existing = std::fs::metadata(path).ok();
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -38,6 +42,42 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.<name>.<pid>.tmp` files in `dir` whose writer is gone (killed mid-write). A pid that is
+/// running — maybe another writer of the same file — keeps its file. Best effort: what cannot be read
+/// or removed stays.
+fn remove_abandoned_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() as i32 || writer_is_running(pid) {
+            continue;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`: allowed or not permitted both mean yes).
+fn writer_is_running(pid: i32) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        Some(pid) => !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => false,
+    }
 }
 
 /// Gives the new file `f` the mode, owner and group of the file `was` (at `path`) it replaces.
@@ -336,6 +376,46 @@ pub fn set_vm_machine_type(
 mod tests {
     use super::*;
     use crate::state::RequiredSecrets;
+
+    #[test]
+    fn a_temporary_file_left_by_a_killed_writer_is_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("CLAUDE.md");
+        // A process that has exited: its pid is free (until reused, which the test cannot rule out,
+        // so it checks first).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id() as i32;
+        child.wait().unwrap();
+        assert!(!writer_is_running(dead));
+        let abandoned = dir.path().join(format!(".CLAUDE.md.{dead}.tmp"));
+        std::fs::write(&abandoned, "half a fi").unwrap();
+        // A running writer's temporary file (pid 1 always runs).
+        let alive = dir.path().join(".CLAUDE.md.1.tmp");
+        std::fs::write(&alive, "in progress").unwrap();
+        let other = dir.path().join(format!(".other.md.{dead}.tmp"));
+        std::fs::write(&other, "not ours").unwrap();
+        write_atomic(&file, "whole\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "whole\n");
+        assert!(
+            !abandoned.exists(),
+            "the abandoned temporary file is removed"
+        );
+        assert!(alive.exists(), "a running writer's file is kept");
+        assert!(other.exists(), "another file's temporaries are not touched");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".CLAUDE.md.1.tmp".to_string(),
+                format!(".other.md.{dead}.tmp"),
+                "CLAUDE.md".to_string()
+            ]
+        );
+    }
 
     #[test]
     fn a_vm_resize_edit_keeps_comments_and_is_validated() {

@@ -90,12 +90,22 @@ pub enum StoreError {
         "unsupported database URL {url}: use postgres://… (or postgresql://…) for PostgreSQL, or sqlite://PATH for SQLite"
     )]
     UnsupportedUrl { url: String },
+    /// No connection could be had in time: the server is down, restarting or unreachable.
+    #[error(
+        "cannot {op}: the database is unreachable (no connection could be opened in time); it is retried on the next call, and /health shows when it is back"
+    )]
+    Unreachable { op: &'static str },
+    /// The SQLite file this process opened is gone, replaced, or no longer writable.
+    #[error("the SQLite database {path} {problem}")]
+    DatabaseFile { path: PathBuf, problem: String },
 }
 
 impl StoreError {
     pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |source| {
-            if is_unique_violation(&source) {
+            if matches!(source, sqlx::Error::PoolTimedOut) {
+                StoreError::Unreachable { op }
+            } else if is_unique_violation(&source) {
                 StoreError::Conflict(format!(
                     "cannot {op}: it conflicts with an existing row ({source})"
                 ))
@@ -431,8 +441,12 @@ impl fmt::Debug for ApplyLock {
 /// What `/health` asks the database.
 #[async_trait]
 pub trait HealthRepo {
-    /// A round trip to the database.
+    /// A round trip to the database — for SQLite, to the file this process opened: a database file
+    /// removed or replaced since is an error ([`StoreError::DatabaseFile`]), never a fresh empty one.
     async fn ping(&self) -> Result<()>;
+    /// Whether the database can be written (SQLite: the file and its directory are writable by this
+    /// process; PostgreSQL: always, a read-only server shows in the writes themselves).
+    async fn writable(&self) -> Result<()>;
     /// Task timers started and not completed.
     async fn running_tasks(&self) -> Result<i64>;
 }

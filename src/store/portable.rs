@@ -7,11 +7,16 @@ macro_rules! portable_repos {
         #[async_trait::async_trait]
         impl $crate::store::HealthRepo for $store {
             async fn ping(&self) -> $crate::store::Result<()> {
+                self.check_location().await?;
                 sqlx::query("SELECT 1")
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::query("reach the database"))?;
                 Ok(())
+            }
+
+            async fn writable(&self) -> $crate::store::Result<()> {
+                self.check_writable().await
             }
 
             async fn running_tasks(&self) -> $crate::store::Result<i64> {

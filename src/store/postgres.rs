@@ -59,6 +59,17 @@ impl PostgresStore {
         })
     }
 
+    /// Nothing to check before a round trip: the server is the database.
+    async fn check_location(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A PostgreSQL server that refuses writes (a read-only replica, a full disk) says so in the
+    /// writes themselves.
+    async fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Tries the advisory lock `what` on a dedicated connection (never a pooled one: the lock belongs to
     /// the session and must outlive any single query).
     async fn try_advisory(&self, what: i32) -> Result<Option<ApplyLock>> {

@@ -1,7 +1,17 @@
 //! The embedded default: bundled SQLite in WAL mode, with sqlite-vec for vectors and FTS5 for text.
+//!
+//! The database is the file this process opened, known by its identity (device and inode). SQLite
+//! would happily start a new, empty database at the path when the file is removed under a running
+//! process (a new pooled connection creates it), or keep writing into the unlinked inode that nobody
+//! will ever read again — a silent fork either way. So after opening, connections are never allowed to
+//! create the file, and before a pooled connection is handed out the path is checked (at most once a
+//! second; a `stat`): removed or replaced, every database call fails with
+//! [`StoreError::DatabaseFile`] and `/health` says which, until the file is back or the process is
+//! restarted. A file (or directory) that is no longer writable shows in `/health` too.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -36,6 +46,120 @@ fn register_sqlite_vec() {
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     path: PathBuf,
+    /// Set once the file exists and is migrated (the pool's hooks read it).
+    file: Arc<OnceLock<DatabaseFile>>,
+}
+
+/// How often the pool re-checks that the path is still the file it opened.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The opened database file, by identity, and the last check of its path.
+struct DatabaseFile {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last check (0: never).
+    checked_ms: AtomicU64,
+    /// The last check's outcome, a [`FileProblem`] code.
+    problem: AtomicU8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileProblem {
+    None = 0,
+    Removed = 1,
+    Replaced = 2,
+    Unreadable = 3,
+}
+
+impl FileProblem {
+    fn from_code(code: u8) -> Self {
+        match code {
+            1 => FileProblem::Removed,
+            2 => FileProblem::Replaced,
+            3 => FileProblem::Unreadable,
+            _ => FileProblem::None,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            FileProblem::None => "is fine",
+            FileProblem::Removed => {
+                "was removed while this process had it open: nothing is read from or written to it any more (a new, empty database is not created in its place); put the file back, or restart to start from an empty database"
+            }
+            FileProblem::Replaced => {
+                "was replaced by another file while this process had it open: nothing is read from or written to either; restart to use the new file"
+            }
+            FileProblem::Unreadable => {
+                "cannot be checked (its directory is not readable): nothing is read from or written to it until it can"
+            }
+        }
+    }
+}
+
+impl DatabaseFile {
+    fn new(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(DatabaseFile {
+            path: path.to_path_buf(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            epoch: Instant::now(),
+            checked_ms: AtomicU64::new(0),
+            problem: AtomicU8::new(FileProblem::None as u8),
+        })
+    }
+
+    /// Looks at the path now (a `stat`).
+    fn check_now(&self) -> FileProblem {
+        use std::os::unix::fs::MetadataExt;
+        let problem = match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == (self.device, self.inode) => FileProblem::None,
+            Ok(_) => FileProblem::Replaced,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileProblem::Removed,
+            Err(_) => FileProblem::Unreadable,
+        };
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.checked_ms.store(now.max(1), Ordering::Relaxed);
+        let before = FileProblem::from_code(self.problem.swap(problem as u8, Ordering::Relaxed));
+        if before != problem {
+            if problem == FileProblem::None {
+                tracing::warn!(path = %self.path.display(), "the SQLite database file is back");
+            } else {
+                tracing::error!(path = %self.path.display(), "the SQLite database {}", problem.describe());
+            }
+        }
+        problem
+    }
+
+    /// The outcome of a check at most [`RECHECK_EVERY`] old.
+    fn check(&self) -> FileProblem {
+        let last = self.checked_ms.load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if last == 0 || now.saturating_sub(last) >= RECHECK_EVERY.as_millis() as u64 {
+            self.check_now()
+        } else {
+            FileProblem::from_code(self.problem.load(Ordering::Relaxed))
+        }
+    }
+
+    fn error(&self, problem: FileProblem) -> StoreError {
+        StoreError::DatabaseFile {
+            path: self.path.clone(),
+            problem: problem.describe().into(),
+        }
+    }
+
+    fn io_error(&self, problem: FileProblem) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::other(format!(
+            "the SQLite database {} {}",
+            self.path.display(),
+            problem.describe()
+        )))
+    }
 }
 
 impl SqliteStore {
@@ -79,11 +203,37 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory");
+        let file: Arc<OnceLock<DatabaseFile>> = Arc::default();
+        let (before_acquire, after_connect) = (file.clone(), file.clone());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .before_acquire(move |_conn, _meta| {
+                let file = before_acquire.clone();
+                Box::pin(async move {
+                    match file.get() {
+                        Some(f) => match f.check() {
+                            FileProblem::None => Ok(true),
+                            problem => Err(f.io_error(problem)),
+                        },
+                        None => Ok(true),
+                    }
+                })
+            })
+            .after_connect(move |_conn, _meta| {
+                let file = after_connect.clone();
+                Box::pin(async move {
+                    match file.get() {
+                        Some(f) => match f.check_now() {
+                            FileProblem::None => Ok(()),
+                            problem => Err(f.io_error(problem)),
+                        },
+                        None => Ok(()),
+                    }
+                })
+            })
+            .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
                 backend: Backend::Sqlite,
@@ -98,10 +248,63 @@ impl SqliteStore {
                 source,
             })?;
         drop(guard);
+        let opened = DatabaseFile::new(path).map_err(|source| StoreError::Directory {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let _ = file.set(opened);
+        // From now on the file must exist: a new connection never creates an empty one in its place.
+        pool.set_connect_options(options.create_if_missing(false));
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            file,
         })
+    }
+
+    /// The path is still the file this store opened (checked now, off the async threads).
+    async fn check_location(&self) -> Result<()> {
+        let file = self.file.clone();
+        let problem = tokio::task::spawn_blocking(move || file.get().map(DatabaseFile::check_now))
+            .await
+            .unwrap_or(Some(FileProblem::Unreadable));
+        match (problem, self.file.get()) {
+            (Some(p), Some(f)) if p != FileProblem::None => Err(f.error(p)),
+            _ => Ok(()),
+        }
+    }
+
+    /// This process may write the file and its directory (where SQLite keeps the WAL and the
+    /// shared-memory index): `access(2)`, so a read-only mount counts whoever runs it.
+    async fn check_writable(&self) -> Result<()> {
+        let path = self.path.clone();
+        let problem = tokio::task::spawn_blocking(move || {
+            use rustix::fs::{Access, access};
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            for (what, p) in [("file", &path), ("directory", &dir)] {
+                if let Err(e) = access(p.as_path(), Access::WRITE_OK) {
+                    let e = std::io::Error::from(e);
+                    return Some(format!(
+                        "is not writable ({what} {}: {e}): writes fail until it is",
+                        p.display()
+                    ));
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|e| Some(format!("cannot be checked for writing: {e}")));
+        match problem {
+            Some(problem) => Err(StoreError::DatabaseFile {
+                path: self.path.clone(),
+                problem,
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn path(&self) -> &Path {

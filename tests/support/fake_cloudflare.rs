@@ -104,6 +104,12 @@ pub enum FaultKind {
     Latency(Duration),
     /// Answer 429 with `Retry-After: <secs>`; the request is not processed.
     RateLimited { retry_after_secs: u64 },
+    /// Answer 503 with `Retry-After: <secs>` (maintenance); the request is not processed.
+    Unavailable { retry_after_secs: u64 },
+    /// Reset the connection without answering; the request is not processed.
+    Reset,
+    /// Process the request, then reset the connection: applied, but the client got no answer.
+    ResetAfterApply,
 }
 
 /// A fault for the next `times` requests that match `method` and `path` (a pattern below `/client/v4`
@@ -142,6 +148,18 @@ impl Fault {
         Fault::new(FaultKind::RateLimited { retry_after_secs })
     }
 
+    pub fn unavailable(retry_after_secs: u64) -> Self {
+        Fault::new(FaultKind::Unavailable { retry_after_secs })
+    }
+
+    pub fn reset() -> Self {
+        Fault::new(FaultKind::Reset)
+    }
+
+    pub fn reset_after_apply() -> Self {
+        Fault::new(FaultKind::ResetAfterApply)
+    }
+
     pub fn on(mut self, method: Method, path_pattern: &str) -> Self {
         self.method = Some(method);
         self.path = Some(path_pattern.to_string());
@@ -166,8 +184,13 @@ pub struct LoggedRequest {
     /// Below `/client/v4`, without the query string.
     pub path: String,
     pub query: String,
-    /// The status answered; 0 while the request is still being processed.
+    /// The status answered; 0 while the request is still being processed, or when the connection
+    /// was reset ([`super::faults::RESET`]).
     pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+    /// The `Retry-After` of the answer, when it had one.
+    pub retry_after: Option<Duration>,
 }
 
 /// A DNS record as the fake stores it.
@@ -299,10 +322,7 @@ impl FakeCloudflare {
             log_cleared: 0,
         }));
         let app = Router::new().fallback(entry).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the fake Cloudflare to 127.0.0.1");
-        let addr = listener.local_addr().expect("local address of the fake");
+        let (addr, listener) = super::faults::listener().await;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -500,6 +520,35 @@ impl FakeCloudflare {
         st.log_cleared += st.log.len();
         st.log.clear();
     }
+
+    /// The request log for timing checks ([`super::faults::retry_after_violations`]).
+    pub fn attempts(&self) -> Vec<super::faults::Attempt> {
+        self.lock()
+            .log
+            .iter()
+            .map(|r| super::faults::Attempt {
+                method: r.method.clone(),
+                target: if r.query.is_empty() {
+                    r.path.clone()
+                } else {
+                    format!("{}?{}", r.path, r.query)
+                },
+                at: r.at,
+                status: r.status,
+                retry_after: r.retry_after,
+            })
+            .collect()
+    }
+
+    /// Faults injected and not yet consumed.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.iter().map(|f| f.times).sum()
+    }
+
+    /// The faults not yet consumed, for a failure message.
+    pub fn pending_fault_list(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -615,6 +664,8 @@ async fn process(
             path: path.clone(),
             query: query.clone(),
             status: 0,
+            at: Instant::now(),
+            retry_after: None,
         });
         let log_index = st.log_cleared + st.log.len() - 1;
         let rate = take_rate_budget(&mut st);
@@ -626,6 +677,8 @@ async fn process(
         (log_index, rate, fault)
     };
 
+    let reset = rate.blocked.is_none()
+        && matches!(fault, Some(FaultKind::Reset | FaultKind::ResetAfterApply));
     let mut response = if let Some(retry_after) = rate.blocked {
         rate_limited_response(retry_after)
     } else {
@@ -634,6 +687,12 @@ async fn process(
             Some(FaultKind::RateLimited { retry_after_secs }) => {
                 rate_limited_response(retry_after_secs)
             }
+            Some(FaultKind::Unavailable { retry_after_secs }) => {
+                let mut r = injected_error(503);
+                r.headers_mut()
+                    .insert("retry-after", header_num(retry_after_secs));
+                r
+            }
             Some(FaultKind::Latency(d)) => {
                 tokio::time::sleep(d).await;
                 handle(&state, &method, &path, &query, &headers, &body)
@@ -641,6 +700,11 @@ async fn process(
             Some(FaultKind::StatusAfterApply(code)) => {
                 let _applied = handle(&state, &method, &path, &query, &headers, &body);
                 injected_error(code)
+            }
+            Some(FaultKind::Reset) => super::faults::reset_response(),
+            Some(FaultKind::ResetAfterApply) => {
+                let _applied = handle(&state, &method, &path, &query, &headers, &body);
+                super::faults::reset_response()
             }
             None => handle(&state, &method, &path, &query, &headers, &body),
         }
@@ -654,17 +718,28 @@ async fn process(
         header_num(u64::from(rate.remaining)),
     );
     if throttled {
-        let reset = h.get("retry-after").cloned();
-        if let Some(v) = reset {
+        let wait = h.get("retry-after").cloned();
+        if let Some(v) = wait {
             h.insert("x-ratelimit-reset", v);
         }
     }
-    let status = response.status().as_u16();
+    let status = if reset {
+        super::faults::RESET
+    } else {
+        response.status().as_u16()
+    };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
     if let Ok(mut st) = state.lock()
         && let Some(i) = log_index.checked_sub(st.log_cleared)
         && let Some(entry) = st.log.get_mut(i)
     {
         entry.status = status;
+        entry.retry_after = retry_after;
     }
     response
 }

@@ -7,21 +7,42 @@
 //! Vectors are deterministic: the words of the text hashed into [`DIMENSIONS`] buckets, normalised, so
 //! texts sharing words are similar. The `data` list comes back in reverse order (the contract orders by
 //! `index`, not by position). Faults: [`FakeEmbeddings::fail_next`] (5xx), [`FakeEmbeddings::rate_limit_next`]
-//! (429 + Retry-After). [`FakeEmbeddings::calls`] and [`FakeEmbeddings::inputs`] count what arrived.
+//! (429 + Retry-After), and a queue of [`Fault`]s one per call ([`FakeEmbeddings::inject`]: 5xx, 429 or 503
+//! with `Retry-After`, a connection reset, an answer slower than the client's timeout).
+//! [`FakeEmbeddings::calls`] and [`FakeEmbeddings::inputs`] count what arrived;
+//! [`FakeEmbeddings::attempts`] has every call's arrival time, status and `Retry-After`.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
 pub const KEY: &str = "sk-fake-embeddings-0123456789abcdefABCDEF";
 pub const DIMENSIONS: usize = 64;
+
+/// What happens to one call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Answered with this status (an OpenAI error body).
+    Status(u16),
+    /// 429 with `Retry-After: secs`.
+    RateLimited(u64),
+    /// 503 with `Retry-After: secs`.
+    Unavailable(u64),
+    /// The connection is reset without an answer.
+    Reset,
+    /// Answered normally after this delay.
+    Latency(Duration),
+    /// Answered normally.
+    Pass,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -30,6 +51,8 @@ struct Inner {
     inputs: usize,
     fail_next: Vec<u16>,
     rate_limit_next: Option<u64>,
+    faults: std::collections::VecDeque<Fault>,
+    log: Vec<super::faults::Attempt>,
     last_authorization: Option<String>,
 }
 
@@ -82,6 +105,75 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let index;
+    let fault;
+    {
+        let mut s = inner.lock().unwrap();
+        index = s.log.len();
+        s.log.push(super::faults::Attempt {
+            method: Method::POST,
+            target: "/v1/embeddings".into(),
+            at: Instant::now(),
+            status: 0,
+            retry_after: None,
+        });
+        fault = s.faults.pop_front();
+    }
+    let reset = fault == Some(Fault::Reset);
+    let response = match fault {
+        Some(Fault::Reset) => super::faults::reset_response(),
+        Some(Fault::Status(code)) => error(
+            StatusCode::from_u16(code).unwrap(),
+            "The server had an error while processing your request.",
+            "server_error",
+            None,
+        ),
+        Some(Fault::RateLimited(secs)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached",
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+            r
+        }
+        Some(Fault::Unavailable(secs)) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The engine is currently overloaded, please try again later.",
+                "server_error",
+                None,
+            );
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+            r
+        }
+        Some(Fault::Latency(d)) => {
+            tokio::time::sleep(d).await;
+            answer(&inner, &headers, &body)
+        }
+        Some(Fault::Pass) | None => answer(&inner, &headers, &body),
+    };
+    let mut s = inner.lock().unwrap();
+    if let Some(a) = s.log.get_mut(index) {
+        a.status = if reset {
+            super::faults::RESET
+        } else {
+            response.status().as_u16()
+        };
+        a.retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+    }
+    response
+}
+
+fn answer(inner: &Arc<Mutex<Inner>>, headers: &HeaderMap, body: &Bytes) -> Response {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -119,7 +211,7 @@ async fn embeddings(
             Some("invalid_api_key"),
         );
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request.",
@@ -183,10 +275,7 @@ impl FakeEmbeddings {
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the fake embeddings API");
-        let addr = listener.local_addr().expect("local address");
+        let (addr, listener) = super::faults::listener().await;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -205,6 +294,25 @@ impl FakeEmbeddings {
     /// The next call is answered 429 with `Retry-After: secs`.
     pub fn rate_limit_next(&self, secs: u64) {
         self.inner.lock().unwrap().rate_limit_next = Some(secs);
+    }
+
+    /// The next calls meet these faults, one each, in order ([`Fault::Pass`] lets one through).
+    pub fn inject(&self, faults: &[Fault]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .faults
+            .extend(faults.iter().cloned());
+    }
+
+    /// Every call's arrival, status and `Retry-After`.
+    pub fn attempts(&self) -> Vec<super::faults::Attempt> {
+        self.inner.lock().unwrap().log.clone()
+    }
+
+    /// Faults injected and not yet met.
+    pub fn pending_faults(&self) -> usize {
+        self.inner.lock().unwrap().faults.len()
     }
 
     pub fn calls(&self) -> usize {

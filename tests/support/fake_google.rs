@@ -83,6 +83,12 @@ pub enum FaultKind {
     Latency(Duration),
     /// Answer 429 with `Retry-After`; not processed.
     RateLimited { retry_after_secs: u64 },
+    /// Answer 503 with `Retry-After`; not processed.
+    Unavailable { retry_after_secs: u64 },
+    /// Reset the connection without answering; not processed.
+    Reset,
+    /// Process, then reset the connection: applied, but the client got no answer.
+    ResetAfterApply,
 }
 
 /// A fault for the next `times` requests matching `method` and `path` (a pattern where `*` matches
@@ -116,6 +122,15 @@ impl Fault {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Fault::new(FaultKind::RateLimited { retry_after_secs })
     }
+    pub fn unavailable(retry_after_secs: u64) -> Self {
+        Fault::new(FaultKind::Unavailable { retry_after_secs })
+    }
+    pub fn reset() -> Self {
+        Fault::new(FaultKind::Reset)
+    }
+    pub fn reset_after_apply() -> Self {
+        Fault::new(FaultKind::ResetAfterApply)
+    }
     pub fn on(mut self, method: Method, path_pattern: &str) -> Self {
         self.method = Some(method);
         self.path = Some(path_pattern.to_string());
@@ -136,7 +151,11 @@ pub struct LoggedRequest {
     pub method: Method,
     pub path: String,
     pub query: String,
+    /// 0 while in flight, or when the connection was reset ([`super::faults::RESET`]).
     pub status: u16,
+    pub at: Instant,
+    /// The `Retry-After` of the answer, when it had one.
+    pub retry_after: Option<Duration>,
 }
 
 /// A test service account: the key file JSON the supervisor reads, and its address.
@@ -299,10 +318,7 @@ impl FakeGoogle {
     }
 
     pub async fn start_with(config: FakeConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the fake Google to 127.0.0.1");
-        let addr = listener.local_addr().expect("local address of the fake");
+        let (addr, listener) = super::faults::listener().await;
         let base = format!("http://{addr}");
         let state: Shared = Arc::new(Mutex::new(State {
             config,
@@ -593,6 +609,62 @@ impl FakeGoogle {
     pub fn clear_requests(&self) {
         self.lock().log.clear();
     }
+
+    /// The request log for timing checks ([`super::faults::retry_after_violations`]).
+    pub fn attempts(&self) -> Vec<super::faults::Attempt> {
+        self.lock()
+            .log
+            .iter()
+            .map(|r| super::faults::Attempt {
+                method: r.method.clone(),
+                target: if r.query.is_empty() {
+                    r.path.clone()
+                } else {
+                    format!("{}?{}", r.path, r.query)
+                },
+                at: r.at,
+                status: r.status,
+                retry_after: r.retry_after,
+            })
+            .collect()
+    }
+
+    /// Faults injected and not yet consumed.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.iter().map(|f| f.times).sum()
+    }
+
+    /// The faults not yet consumed, for a failure message.
+    pub fn pending_fault_list(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
+    }
+
+    /// Every operation still running finishes now (one that "never finishes" is let go).
+    pub fn finish_operations(&self) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        for o in st.operations.iter_mut().filter(|o| !o.done) {
+            o.done_at = now;
+        }
+        for o in st.key_operations.iter_mut() {
+            o.done_at = o.done_at.min(now);
+        }
+        advance(&mut st);
+    }
+
+    /// Compute Engine operations by kind (`stop`, `start`, `setMachineType`) and instance.
+    pub fn operation_count(&self, kind: &str, instance: &str) -> usize {
+        self.lock()
+            .operations
+            .iter()
+            .filter(|o| o.kind.as_str() == kind && o.instance == instance)
+            .count()
+    }
+
+    /// How long API Keys operations take (a very long one never finishes within a test).
+    pub fn set_key_operation_duration(&self, d: Duration) {
+        self.lock().config.key_operation_duration = d;
+    }
 }
 
 /// The number the fake gives a project id (key names use it, as the real API does).
@@ -693,6 +765,8 @@ async fn process(
             path: path.clone(),
             query: query.clone(),
             status: 0,
+            at: Instant::now(),
+            retry_after: None,
         });
         let index = st.log.len() - 1;
         let fault = st
@@ -713,6 +787,7 @@ async fn process(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let reset = matches!(fault, Some(FaultKind::Reset | FaultKind::ResetAfterApply));
     let response = match fault {
         Some(FaultKind::Status(code)) => injected(code),
         Some(FaultKind::RateLimited { retry_after_secs }) => {
@@ -737,12 +812,37 @@ async fn process(
             let _ = handle(&state, &method, &path, &query, &headers, &body).await;
             injected(code)
         }
+        Some(FaultKind::Unavailable { retry_after_secs }) => {
+            let mut r = injected(503);
+            r.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&retry_after_secs.to_string())
+                    .unwrap_or(HeaderValue::from_static("1")),
+            );
+            r
+        }
+        Some(FaultKind::Reset) => super::faults::reset_response(),
+        Some(FaultKind::ResetAfterApply) => {
+            let _ = handle(&state, &method, &path, &query, &headers, &body).await;
+            super::faults::reset_response()
+        }
         None => handle(&state, &method, &path, &query, &headers, &body).await,
     };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
     if let Ok(mut st) = state.lock()
         && let Some(entry) = st.log.get_mut(index)
     {
-        entry.status = response.status().as_u16();
+        entry.status = if reset {
+            super::faults::RESET
+        } else {
+            response.status().as_u16()
+        };
+        entry.retry_after = retry_after;
     }
     response
 }

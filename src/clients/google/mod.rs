@@ -99,11 +99,11 @@ impl GoogleError {
         matches!(self, GoogleError::Api(e) if e.is_outcome_unknown())
     }
 
-    /// How long the API asked to wait before trying again, when it did (a 429 whose `Retry-After`
-    /// was longer than the policy waits).
+    /// How long the API asked to wait before trying again, when it did (a 429 or 503 whose
+    /// `Retry-After` was longer than the policy waits).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            GoogleError::Api(ApiError::RateLimited { retry_after, .. }) => *retry_after,
+            GoogleError::Api(e) | GoogleError::Auth(AuthError::Api(e)) => e.retry_after(),
             _ => None,
         }
     }
