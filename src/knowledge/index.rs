@@ -733,12 +733,29 @@ fn read_file(path: &Path, max: u64) -> FileRead {
 
 /// Reads a JSONL file of [`InputRecord`]s; a bad line is an error naming the file and line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<InputRecord>, IndexError> {
-    let text = std::fs::read_to_string(path).map_err(|source| IndexError::Read {
+    let bytes = std::fs::read(path).map_err(|source| IndexError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_jsonl(path, &bytes)
+}
+
+/// The records of a JSONL text (`path` names it in errors): the first bad line — not UTF-8, not JSON,
+/// not a record — is an error naming the file and line, and no record is returned.
+pub fn parse_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<InputRecord>, IndexError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| IndexError::Jsonl {
+            path: path.to_path_buf(),
+            line: i + 1,
+            detail: format!(
+                "the line is not UTF-8 text (column {}); JSONL is UTF-8",
+                String::from_utf8_lossy(&line[..e.valid_up_to()])
+                    .chars()
+                    .count()
+                    + 1
+            ),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -806,5 +823,13 @@ mod tests {
         let records = read_jsonl(&p).unwrap();
         assert_eq!(records[0].kind, Some(DocumentKind::Code));
         assert_eq!(records[0].tags, ["t"]);
+        let mut bytes =
+            b"{\"id\": \"a\", \"text\": \"x\"}\r\n{\"id\": \"b\", \"text\": \"caf".to_vec();
+        bytes.extend([0xe9, b'"', b'}']);
+        let err = parse_jsonl(&p, &bytes).unwrap_err().to_string();
+        assert!(
+            err.ends_with("docs.jsonl:2: the line is not UTF-8 text (column 25); JSONL is UTF-8"),
+            "{err}"
+        );
     }
 }
