@@ -38,8 +38,6 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
 /// The source learnings are stored under.
 pub const LEARNINGS_SOURCE: &str = "learnings";
 
-const BINARY_SNIFF: usize = 8192;
-
 /// Texts collected before the embedder is called (across documents): bounds memory per batch.
 const PENDING_TEXTS: usize = 256;
 
@@ -725,7 +723,8 @@ fn read_file(path: &Path, max: u64) -> FileRead {
     if bytes.len() as u64 > max {
         return FileRead::TooLarge;
     }
-    if bytes[..bytes.len().min(BINARY_SNIFF)].contains(&0) {
+    // A NUL anywhere: not text (and no database keeps it in text).
+    if bytes.contains(&0) {
         return FileRead::Binary;
     }
     FileRead::Text(bytes)
@@ -764,6 +763,31 @@ pub fn parse_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<InputRecord>, IndexE
             line: i + 1,
             detail: e.to_string(),
         })?;
+        let strings = [
+            Some(&record.id),
+            Some(&record.text),
+            record.title.as_ref(),
+            record.url.as_ref(),
+        ];
+        if let Some(field) = ["id", "text", "title", "url"]
+            .into_iter()
+            .zip(strings)
+            .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+            .map(|(f, _)| f)
+            .or_else(|| {
+                record
+                    .tags
+                    .iter()
+                    .any(|t| t.contains('\0'))
+                    .then_some("tags")
+            })
+        {
+            return Err(IndexError::Jsonl {
+                path: path.to_path_buf(),
+                line: i + 1,
+                detail: format!("{field}: {}", crate::store::NUL_IN_TEXT),
+            });
+        }
         if record.id.trim().is_empty() || record.id.len() > 1000 {
             return Err(IndexError::Jsonl {
                 path: path.to_path_buf(),
@@ -827,6 +851,13 @@ mod tests {
             b"{\"id\": \"a\", \"text\": \"x\"}\r\n{\"id\": \"b\", \"text\": \"caf".to_vec();
         bytes.extend([0xe9, b'"', b'}']);
         let err = parse_jsonl(&p, &bytes).unwrap_err().to_string();
+        let nul = parse_jsonl(&p, b"{\"id\": \"a\", \"text\": \"x\\u0000y\"}").unwrap_err();
+        assert!(
+            nul.to_string().ends_with(
+                "docs.jsonl:1: text: it contains a NUL character (\\u0000), which text cannot hold"
+            ),
+            "{nul}"
+        );
         assert!(
             err.ends_with("docs.jsonl:2: the line is not UTF-8 text (column 25); JSONL is UTF-8"),
             "{err}"
