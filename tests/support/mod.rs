@@ -7,6 +7,7 @@ pub mod db;
 pub mod fake_cloudflare;
 pub mod fake_embeddings;
 pub mod fake_google;
+pub mod hostile;
 pub mod mcp;
 pub mod model;
 pub mod test_secrets;
