@@ -118,10 +118,14 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn read_saved_plan(path: &std::path::Path) -> Result<Plan, EngineError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| EngineError::BadPlanFile(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| EngineError::BadPlanFile(format!("{}: {e}", path.display())))
+    Plan::from_saved(&bytes).map_err(|e| match e {
+        EngineError::BadPlanFile(why) => {
+            EngineError::BadPlanFile(format!("{}: {why}", path.display()))
+        }
+        other => other,
+    })
 }
 
 /// Asks for "yes" on the terminal (off the async worker threads).

@@ -15,7 +15,7 @@ use super::{Context, TimingCommand, TimingGroupCommand};
 use crate::timing::service::{
     CompleteTimer, EstimateOut, EstimateRequest, ListTimers, StartGroup, StartTimer, StatsLine,
 };
-use crate::timing::{Complexity, Scope, Timing, human_duration, parse_duration};
+use crate::timing::{Complexity, Scope, Timing, history, human_duration, parse_duration};
 
 pub async fn run(ctx: &Context, command: TimingCommand) -> anyhow::Result<ExitCode> {
     let abandoned_after = match &command {
@@ -116,7 +116,7 @@ pub async fn run(ctx: &Context, command: TimingCommand) -> anyhow::Result<ExitCo
         }
         TimingCommand::Estimate(a) => {
             if let Some(file) = a.batch {
-                let (name, text) = read_input(&file)?;
+                let (name, text) = read_input(&file, history::NOTHING_ESTIMATED)?;
                 let out = timing.estimate_batch(&all, &name, &text).await?;
                 if ctx.out.json {
                     // One line per task (JSON Lines), each carrying the format version.
@@ -257,7 +257,7 @@ pub async fn run(ctx: &Context, command: TimingCommand) -> anyhow::Result<ExitCo
             ctx.out.text(&format!("{table}\n"))?;
         }
         TimingCommand::Import { file } => {
-            let (name, text) = read_input(&file)?;
+            let (name, text) = read_input(&file, history::NOTHING_IMPORTED)?;
             let report = timing.import(&name, &text).await?;
             if ctx.out.json {
                 return json(ctx, &report);
@@ -358,18 +358,22 @@ fn json<T: Serialize>(ctx: &Context, value: &T) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The file's name (for messages) and text; `-` is stdin.
-fn read_input(path: &Path) -> anyhow::Result<(String, String)> {
-    if path.as_os_str() == "-" {
-        let mut text = String::new();
+/// The file's name (for messages) and text; `-` is stdin. Bytes that are not UTF-8 are an error naming
+/// the line (`outcome`: what happened to the rest of the file).
+fn read_input(path: &Path, outcome: &'static str) -> anyhow::Result<(String, String)> {
+    let (name, bytes) = if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .context("cannot read stdin")?;
-        return Ok(("<stdin>".into(), text));
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((path.display().to_string(), text))
+        ("<stdin>".to_string(), bytes)
+    } else {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        (path.display().to_string(), bytes)
+    };
+    let text = history::utf8_text(&name, bytes, outcome)?;
+    Ok((name, text))
 }
 
 fn estimate_line(e: &EstimateOut) -> String {

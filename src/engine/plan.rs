@@ -178,4 +178,87 @@ impl Plan {
     pub fn disruptive(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|c| c.disruptive)
     }
+
+    /// Reads a plan saved by `plan --out` from the file's bytes: UTF-8 JSON of this format version,
+    /// every field of the shape above (nothing is defaulted that the format requires). Anything else —
+    /// bytes that are not UTF-8, JSON that is malformed, nested too deeply or of another shape, another
+    /// `format_version` — is [`super::EngineError::BadPlanFile`] saying what and where (line and
+    /// column). Reading never applies anything: `apply` still re-plans and compares
+    /// ([`super::Engine::check_fresh`]).
+    pub fn from_saved(bytes: &[u8]) -> Result<Plan, super::EngineError> {
+        let bad = super::EngineError::BadPlanFile;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let (line, column) = line_column(&bytes[..e.valid_up_to()]);
+            bad(format!(
+                "line {line}, column {column}: the file is not UTF-8 text (a saved plan is JSON)"
+            ))
+        })?;
+        let plan: Plan = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if plan.format_version != PLAN_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format_version {:?} is not supported (expected {PLAN_FORMAT_VERSION:?})",
+                plan.format_version.chars().take(40).collect::<String>()
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+/// The 1-based line and column (in characters) just after `valid`, the UTF-8 prefix of a text.
+fn line_column(valid: &[u8]) -> (usize, usize) {
+    // `valid` ends on a character boundary (it is what `from_utf8` accepted).
+    let text = std::str::from_utf8(valid).unwrap_or_default();
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved() -> String {
+        serde_json::json!({
+            "format_version": "1", "desired_revision": "sha256:a", "observed_fingerprint": "sha256:b",
+            "observed": {"ports": "sha256:c"}, "scope": {}, "changes": [], "errors": [], "warnings": [],
+            "summary": {"add": 0, "change": 0, "destroy": 0}
+        })
+        .to_string()
+    }
+
+    fn error(bytes: &[u8]) -> String {
+        Plan::from_saved(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_saved_plan_reads_back_and_anything_else_says_what_is_wrong() {
+        assert_eq!(
+            Plan::from_saved(saved().as_bytes())
+                .unwrap()
+                .desired_revision,
+            "sha256:a"
+        );
+        let mut bytes = b"{\n  \"format_version\": \"".to_vec();
+        bytes.push(0xff);
+        assert_eq!(
+            error(&bytes),
+            "the saved plan cannot be read: line 2, column 22: the file is not UTF-8 text (a saved plan is JSON)"
+        );
+        assert!(
+            error(saved().replace("\"1\"", "\"2\"").as_bytes())
+                .ends_with("format_version \"2\" is not supported (expected \"1\")")
+        );
+        assert!(error(b"").contains("EOF while parsing"));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let change = format!(
+            r#"[{{"address": "a", "provider": "p", "action": "create", "before": null, "after": {deep}, "summary": "s"}}]"#
+        );
+        let text = saved().replace(r#""changes":[]"#, &format!(r#""changes":{change}"#));
+        assert!(text.contains(&deep));
+        assert!(error(text.as_bytes()).contains("recursion limit exceeded"));
+        assert!(
+            error(saved().replace("\"summary\"", "\"summery\"").as_bytes())
+                .contains("missing field `summary`")
+        );
+    }
 }

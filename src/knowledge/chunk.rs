@@ -10,8 +10,9 @@
 //!   definition line.
 //! - **Plain text** by paragraphs (blank-line separated), packed up to the size limit.
 //!
-//! Every chunk is at most [`MAX_CHUNK_CHARS`] characters (a single longer line is cut), keeps its
-//! 1-based inclusive line range in the document, and has no leading or trailing blank lines. Chunking is
+//! Every chunk is at most [`MAX_CHUNK_CHARS`] characters (a single longer line is cut, and its pieces
+//! that are only whitespace are dropped), keeps its 1-based inclusive line range in the document, holds
+//! something other than whitespace, and has no leading or trailing blank lines. Chunking is
 //! pure and deterministic; [`CHUNKER_VERSION`] changes whenever its output would, so documents are
 //! re-chunked after an upgrade.
 
@@ -23,7 +24,7 @@ use regex::Regex;
 use crate::store::DocumentKind;
 
 /// Part of every document's content hash: bump it when chunk boundaries or titles change.
-pub const CHUNKER_VERSION: u32 = 1;
+pub const CHUNKER_VERSION: u32 = 2;
 
 /// The largest chunk, in characters (about 300–400 tokens of prose; the built-in model reads 256).
 pub const MAX_CHUNK_CHARS: usize = 1500;
@@ -67,30 +68,53 @@ pub fn chunk_document(kind: DocumentKind, text: &str) -> Vec<Chunk> {
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
+    // Character counts up to each line, so the size of any run of lines is one subtraction: sizes
+    // are asked for again and again while packing and windowing.
+    let mut before = Vec::with_capacity(lines.len() + 1);
+    before.push(0);
+    for l in &lines {
+        before.push(before[before.len() - 1] + l.chars().count() + 1);
+    }
     let mut out = Vec::new();
-    let doc = Lines(&lines);
+    let doc = Lines {
+        lines: &lines,
+        before: &before,
+    };
     match kind {
         DocumentKind::Markdown => markdown(doc, &mut out),
-        DocumentKind::Code => code(doc, 0, lines.len(), None, &mut out),
+        DocumentKind::Code => {
+            // Which lines start a definition, and at what indentation: matched once per line.
+            let defs: Vec<Option<usize>> = lines
+                .iter()
+                .map(|l| DEFINITION.is_match(l).then(|| indent_of(l)))
+                .collect();
+            code(doc, &defs, 0, lines.len(), None, 0, &mut out)
+        }
         DocumentKind::Text => paragraphs(doc, 0, lines.len(), None, &mut out),
     }
     out
 }
 
 #[derive(Clone, Copy)]
-struct Lines<'a>(&'a [&'a str]);
+struct Lines<'a> {
+    lines: &'a [&'a str],
+    /// `before[i]`: characters (each line's plus its line break) of the lines before line `i`.
+    before: &'a [usize],
+}
 
 impl Lines<'_> {
+    /// Characters of lines `[start, end)` joined by line breaks.
     fn chars(&self, start: usize, end: usize) -> usize {
-        self.0[start..end]
-            .iter()
-            .map(|l| l.chars().count() + 1)
-            .sum::<usize>()
-            .saturating_sub(1)
+        (self.before[end] - self.before[start]).saturating_sub(1)
+    }
+
+    /// Characters of line `i`.
+    fn line_chars(&self, i: usize) -> usize {
+        self.before[i + 1] - self.before[i] - 1
     }
 
     fn blank(&self, i: usize) -> bool {
-        self.0[i].trim().is_empty()
+        self.lines[i].trim().is_empty()
     }
 
     /// `[start, end)` without blank lines at either end.
@@ -122,7 +146,7 @@ fn emit(doc: Lines, start: usize, end: usize, title: &Option<String>, out: &mut 
     if doc.chars(start, end) <= MAX_CHUNK_CHARS {
         out.push(Chunk {
             title: title.clone(),
-            text: doc.0[start..end].join("\n"),
+            text: doc.lines[start..end].join("\n"),
             line_start: start + 1,
             line_end: end,
         });
@@ -136,9 +160,13 @@ fn emit(doc: Lines, start: usize, end: usize, title: &Option<String>, out: &mut 
 fn windows(doc: Lines, start: usize, end: usize, title: &Option<String>, out: &mut Vec<Chunk>) {
     let mut s = start;
     while s < end {
-        if doc.0[s].chars().count() > MAX_CHUNK_CHARS {
-            let chars: Vec<char> = doc.0[s].chars().collect();
-            for piece in chars.chunks(MAX_CHUNK_CHARS) {
+        if doc.line_chars(s) > MAX_CHUNK_CHARS {
+            let chars: Vec<char> = doc.lines[s].chars().collect();
+            // A piece of nothing but whitespace is no chunk (a long blank line is none at all).
+            for piece in chars
+                .chunks(MAX_CHUNK_CHARS)
+                .filter(|p| !p.iter().all(|c| c.is_whitespace()))
+            {
                 out.push(Chunk {
                     title: title.clone(),
                     text: piece.iter().collect(),
@@ -151,7 +179,7 @@ fn windows(doc: Lines, start: usize, end: usize, title: &Option<String>, out: &m
         }
         let mut e = s + 1;
         while e < end
-            && doc.0[e].chars().count() <= MAX_CHUNK_CHARS
+            && doc.line_chars(e) <= MAX_CHUNK_CHARS
             && doc.chars(s, e + 1) <= MAX_CHUNK_CHARS
         {
             e += 1;
@@ -160,7 +188,7 @@ fn windows(doc: Lines, start: usize, end: usize, title: &Option<String>, out: &m
         if ts < te {
             out.push(Chunk {
                 title: title.clone(),
-                text: doc.0[ts..te].join("\n"),
+                text: doc.lines[ts..te].join("\n"),
                 line_start: ts + 1,
                 line_end: te,
             });
@@ -217,12 +245,12 @@ fn markdown(doc: Lines, out: &mut Vec<Chunk>) {
     let flush = |start: usize, end: usize, title: &Option<String>, out: &mut Vec<Chunk>| {
         let (s, e) = doc.trim(start, end);
         // A heading with nothing under it: its title lives on in its subsections.
-        if s == e || (e - s == 1 && title.is_some() && ATX_HEADING.is_match(doc.0[s])) {
+        if s == e || (e - s == 1 && title.is_some() && ATX_HEADING.is_match(doc.lines[s])) {
             return;
         }
         paragraphs(doc, s, e, title.clone(), out);
     };
-    for (i, line) in doc.0.iter().enumerate() {
+    for (i, line) in doc.lines.iter().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         if let Some((marker, len)) = fence {
@@ -260,7 +288,7 @@ fn markdown(doc: Lines, out: &mut Vec<Chunk>) {
             section_start = i;
         }
     }
-    flush(section_start, doc.0.len(), &section_title, out);
+    flush(section_start, doc.lines.len(), &section_title, out);
 }
 
 static DEFINITION: LazyLock<Regex> = LazyLock::new(|| {
@@ -309,20 +337,31 @@ fn definition_title(line: &str) -> Option<String> {
     title(line.trim().trim_end_matches(['{', ':', ' ']))
 }
 
-/// Splits `[start, end)` at its shallowest definitions; `head` is the enclosing definition's title.
-fn code(doc: Lines, start: usize, end: usize, head: Option<String>, out: &mut Vec<Chunk>) {
-    let defs: Vec<usize> = (start..end)
-        .filter(|&i| DEFINITION.is_match(doc.0[i]))
-        .collect();
-    let Some(level) = defs.iter().map(|&i| indent_of(doc.0[i])).min() else {
+/// How deeply definitions are split inside definitions; deeper, a long piece is cut into windows.
+const MAX_NESTING: usize = 8;
+
+/// Splits `[start, end)` at its shallowest definitions; `head` is the enclosing definition's title,
+/// `defs[i]` the indentation of line `i` when it starts a definition, `depth` how many enclosing
+/// definitions were split already.
+fn code(
+    doc: Lines,
+    defs: &[Option<usize>],
+    start: usize,
+    end: usize,
+    head: Option<String>,
+    depth: usize,
+    out: &mut Vec<Chunk>,
+) {
+    let Some(level) = (start..end).filter_map(|i| defs[i]).min() else {
         emit(doc, start, end, &head, out);
         return;
     };
+    let at_level = |i: usize| defs[i] == Some(level);
     // Split points: each shallowest definition, moved up over its preface lines.
     let mut cuts: Vec<usize> = Vec::new();
-    for &d in defs.iter().filter(|&&i| indent_of(doc.0[i]) == level) {
+    for d in (start..end).filter(|&i| at_level(i)) {
         let mut s = d;
-        while s > start && !doc.blank(s - 1) && is_preface(doc.0[s - 1]) {
+        while s > start && !doc.blank(s - 1) && is_preface(doc.lines[s - 1]) {
             s -= 1;
         }
         if cuts.last().is_none_or(|&c| s > c) {
@@ -334,11 +373,10 @@ fn code(doc: Lines, start: usize, end: usize, head: Option<String>, out: &mut Ve
     bounds.push(end);
     for w in bounds.windows(2) {
         let (s, e) = (w[0], w[1]);
-        let def_line =
-            (s..e).find(|&i| DEFINITION.is_match(doc.0[i]) && indent_of(doc.0[i]) == level);
+        let def_line = (s..e).find(|&i| at_level(i));
         let seg_title = match def_line {
             Some(d) => {
-                let own = definition_title(doc.0[d]);
+                let own = definition_title(doc.lines[d]);
                 match (&head, own) {
                     (Some(h), Some(o)) => title(&format!("{h} > {o}")),
                     (None, o) => o,
@@ -355,24 +393,22 @@ fn code(doc: Lines, start: usize, end: usize, head: Option<String>, out: &mut Ve
             emit(doc, ts, te, &seg_title, out);
             continue;
         }
-        // Too long: split at the definitions nested in it, if any.
+        // Too long: split at the definitions nested in it, if any (and not nested too deeply).
         let inner_start = def_line.map_or(ts, |d| d + 1);
-        let nested = (inner_start..te).any(|i| DEFINITION.is_match(doc.0[i]));
-        if nested && def_line.is_some() {
-            let first_inner = (inner_start..te)
-                .find(|&i| DEFINITION.is_match(doc.0[i]))
-                .unwrap_or(te);
-            let mut head_end = first_inner;
-            while head_end > inner_start
-                && !doc.blank(head_end - 1)
-                && is_preface(doc.0[head_end - 1])
-            {
-                head_end -= 1;
+        let first_inner = (inner_start..te).find(|&i| defs[i].is_some());
+        match (first_inner, def_line) {
+            (Some(first_inner), Some(_)) if depth < MAX_NESTING => {
+                let mut head_end = first_inner;
+                while head_end > inner_start
+                    && !doc.blank(head_end - 1)
+                    && is_preface(doc.lines[head_end - 1])
+                {
+                    head_end -= 1;
+                }
+                emit(doc, ts, head_end, &seg_title, out);
+                code(doc, defs, head_end, te, seg_title, depth + 1, out);
             }
-            emit(doc, ts, head_end, &seg_title, out);
-            code(doc, head_end, te, seg_title, out);
-        } else {
-            windows(doc, ts, te, &seg_title, out);
+            _ => windows(doc, ts, te, &seg_title, out),
         }
     }
 }
@@ -386,6 +422,46 @@ mod tests {
             .iter()
             .map(|c| (c.title.as_deref(), c.line_start, c.line_end))
             .collect()
+    }
+
+    #[test]
+    fn a_long_blank_line_is_no_chunk() {
+        // Found by tests/hostile_input.rs: a line of 1,600 spaces between two comments was cut into
+        // two chunks of nothing but spaces.
+        let text = format!("# Title\n{}\n# Title", " ".repeat(1600));
+        let chunks = chunk_document(DocumentKind::Code, &text);
+        assert_eq!(summary(&chunks), [(None, 1, 1), (None, 3, 3)]);
+        let text = format!("x{}y", " ".repeat(3000));
+        let chunks = chunk_document(DocumentKind::Text, &text);
+        assert_eq!(summary(&chunks), [(None, 1, 1), (None, 1, 1)]);
+        assert!(chunks.iter().all(|c| !c.text.trim().is_empty()));
+    }
+
+    #[test]
+    fn definitions_nested_deeper_than_the_limit_are_windowed() {
+        // Found by tests/hostile_input.rs: 1,500 definitions, each nested in the one before, took
+        // 100 s to chunk (every level matched every line below it again). Now each line is matched
+        // once and splitting stops MAX_NESTING levels down.
+        let text: String = (0..40)
+            .map(|i| format!("{0}fn f{i}() {{\n{0} {1}\n", " ".repeat(i), "x".repeat(60)))
+            .collect();
+        let chunks = chunk_document(DocumentKind::Code, &text);
+        let depth = |c: &Chunk| {
+            c.title
+                .as_deref()
+                .map_or(0, |t| t.matches(" > ").count() + 1)
+        };
+        assert_eq!(chunks.iter().map(depth).max(), Some(MAX_NESTING + 1));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS)
+        );
+        let covered: std::collections::BTreeSet<usize> = chunks
+            .iter()
+            .flat_map(|c| c.line_start..=c.line_end)
+            .collect();
+        assert_eq!(covered, (1..=80).collect());
     }
 
     #[test]

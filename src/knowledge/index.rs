@@ -38,8 +38,6 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
 /// The source learnings are stored under.
 pub const LEARNINGS_SOURCE: &str = "learnings";
 
-const BINARY_SNIFF: usize = 8192;
-
 /// Texts collected before the embedder is called (across documents): bounds memory per batch.
 const PENDING_TEXTS: usize = 256;
 
@@ -725,7 +723,8 @@ fn read_file(path: &Path, max: u64) -> FileRead {
     if bytes.len() as u64 > max {
         return FileRead::TooLarge;
     }
-    if bytes[..bytes.len().min(BINARY_SNIFF)].contains(&0) {
+    // A NUL anywhere: not text (and no database keeps it in text).
+    if bytes.contains(&0) {
         return FileRead::Binary;
     }
     FileRead::Text(bytes)
@@ -733,12 +732,29 @@ fn read_file(path: &Path, max: u64) -> FileRead {
 
 /// Reads a JSONL file of [`InputRecord`]s; a bad line is an error naming the file and line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<InputRecord>, IndexError> {
-    let text = std::fs::read_to_string(path).map_err(|source| IndexError::Read {
+    let bytes = std::fs::read(path).map_err(|source| IndexError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_jsonl(path, &bytes)
+}
+
+/// The records of a JSONL text (`path` names it in errors): the first bad line — not UTF-8, not JSON,
+/// not a record — is an error naming the file and line, and no record is returned.
+pub fn parse_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<InputRecord>, IndexError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| IndexError::Jsonl {
+            path: path.to_path_buf(),
+            line: i + 1,
+            detail: format!(
+                "the line is not UTF-8 text (column {}); JSONL is UTF-8",
+                String::from_utf8_lossy(&line[..e.valid_up_to()])
+                    .chars()
+                    .count()
+                    + 1
+            ),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -747,6 +763,31 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<InputRecord>, IndexError> {
             line: i + 1,
             detail: e.to_string(),
         })?;
+        let strings = [
+            Some(&record.id),
+            Some(&record.text),
+            record.title.as_ref(),
+            record.url.as_ref(),
+        ];
+        if let Some(field) = ["id", "text", "title", "url"]
+            .into_iter()
+            .zip(strings)
+            .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+            .map(|(f, _)| f)
+            .or_else(|| {
+                record
+                    .tags
+                    .iter()
+                    .any(|t| t.contains('\0'))
+                    .then_some("tags")
+            })
+        {
+            return Err(IndexError::Jsonl {
+                path: path.to_path_buf(),
+                line: i + 1,
+                detail: format!("{field}: {}", crate::store::NUL_IN_TEXT),
+            });
+        }
         if record.id.trim().is_empty() || record.id.len() > 1000 {
             return Err(IndexError::Jsonl {
                 path: path.to_path_buf(),
@@ -806,5 +847,20 @@ mod tests {
         let records = read_jsonl(&p).unwrap();
         assert_eq!(records[0].kind, Some(DocumentKind::Code));
         assert_eq!(records[0].tags, ["t"]);
+        let mut bytes =
+            b"{\"id\": \"a\", \"text\": \"x\"}\r\n{\"id\": \"b\", \"text\": \"caf".to_vec();
+        bytes.extend([0xe9, b'"', b'}']);
+        let err = parse_jsonl(&p, &bytes).unwrap_err().to_string();
+        let nul = parse_jsonl(&p, b"{\"id\": \"a\", \"text\": \"x\\u0000y\"}").unwrap_err();
+        assert!(
+            nul.to_string().ends_with(
+                "docs.jsonl:1: text: it contains a NUL character (\\u0000), which text cannot hold"
+            ),
+            "{nul}"
+        );
+        assert!(
+            err.ends_with("docs.jsonl:2: the line is not UTF-8 text (column 25); JSONL is UTF-8"),
+            "{err}"
+        );
     }
 }

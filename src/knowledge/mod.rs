@@ -83,6 +83,14 @@ pub async fn learn(
             "the text is longer than {MAX_LEARNING_BYTES} bytes"
         )));
     }
+    for (field, value) in [("title", &title), ("text", &learning.text)] {
+        if value.contains('\0') {
+            return Err(invalid(&format!(
+                "the {field}: {}",
+                crate::store::NUL_IN_TEXT
+            )));
+        }
+    }
     let mut tags: Vec<String> = Vec::new();
     for t in &learning.tags {
         let t = t.trim().to_lowercase();

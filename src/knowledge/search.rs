@@ -29,6 +29,9 @@ use crate::store::{ChunkFilter, ChunkHit, ChunkRow, Store, StoreError};
 /// The most results one search returns.
 pub const MAX_LIMIT: usize = 100;
 
+/// The longest query, in characters (a pasted stack trace fits; a mebibyte does not).
+pub const MAX_QUERY_CHARS: usize = 10_000;
+
 const SNIPPET_CHARS: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +269,17 @@ impl Searcher {
         }
         if q.text.trim().is_empty() {
             return Err(SearchError::Invalid("the query is empty".into()));
+        }
+        if q.text.chars().count() > MAX_QUERY_CHARS {
+            return Err(SearchError::Invalid(format!(
+                "the query is longer than {MAX_QUERY_CHARS} characters; search with the words that matter"
+            )));
+        }
+        if q.text.contains('\0') {
+            return Err(SearchError::Invalid(format!(
+                "the query: {}",
+                crate::store::NUL_IN_TEXT
+            )));
         }
         let mut notes = Vec::new();
         let mut strategy = q.strategy;

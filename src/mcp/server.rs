@@ -143,7 +143,7 @@ impl McpServer {
             "MCP tool call"
         );
         self.runtime.metrics.tool_call(tool, outcome, elapsed);
-        result.map_err(|e| message(&e))
+        result.map_err(|e| capped(message(&e)))
     }
 
     pub(super) async fn plan_for(
@@ -171,6 +171,39 @@ impl McpServer {
         };
         Actor::mcp(&self.endpoint.path(), who, self.endpoint.project())
     }
+}
+
+/// The longest line of an error an agent gets, and the longest error, in characters. Messages quote
+/// the argument they are about (``no VM `…` ``), and an argument can be a mebibyte.
+const MESSAGE_LINE_MAX: usize = 1_000;
+const MESSAGE_MAX: usize = 8_000;
+
+/// `message` with each line longer than [`MESSAGE_LINE_MAX`] cut (saying how long it was), and the
+/// whole cut at [`MESSAGE_MAX`]: a list of problems keeps its lines, a quoted huge argument does not
+/// come back whole.
+fn capped(message: String) -> String {
+    if message.len() <= MESSAGE_LINE_MAX {
+        return message;
+    }
+    let mut out = String::new();
+    for (i, line) in message.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let chars = line.chars().count();
+        if chars > MESSAGE_LINE_MAX {
+            out.extend(line.chars().take(MESSAGE_LINE_MAX));
+            out.push_str(&format!("…({chars} characters)"));
+        } else {
+            out.push_str(line);
+        }
+        if out.chars().count() > MESSAGE_MAX {
+            out = out.chars().take(MESSAGE_MAX).collect();
+            out.push_str("…(cut)");
+            break;
+        }
+    }
+    out
 }
 
 /// An error as the agent reads it: what went wrong and what to do.
@@ -246,7 +279,7 @@ impl ServerHandler for McpServer {
             let plan = self
                 .plan_for(self.endpoint.project().map(str::to_string), &actor)
                 .await
-                .map_err(|e| ErrorData::internal_error(message(&e), None))?;
+                .map_err(|e| ErrorData::internal_error(capped(message(&e)), None))?;
             let text = serde_json::to_string_pretty(&plan)
                 .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
             return Ok(ReadResourceResult::new(vec![
@@ -297,5 +330,30 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         prompts::get(self, request).await.map(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_quoting_a_huge_argument_are_cut() {
+        let huge = "x".repeat(1 << 20);
+        let m = capped(format!("no VM `{huge}` (known: host-1)"));
+        let tail = "…(1048600 characters)";
+        assert_eq!(m.chars().count(), MESSAGE_LINE_MAX + tail.chars().count());
+        assert!(
+            m.starts_with("no VM `xxx") && m.ends_with(tail),
+            "{}",
+            &m[..100]
+        );
+        let list = (0..20)
+            .map(|i| format!("  - problem {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(capped(list.clone()), list);
+        let many = "\n".repeat(1 << 20);
+        assert!(capped(many).chars().count() <= MESSAGE_MAX + "…(cut)".len());
     }
 }

@@ -67,6 +67,17 @@ pub async fn run_checks(
     let desired = rt.desired().await;
     let project = visibility.known(&desired, project)?;
     let p = &desired.projects[&project];
+    // The task these checks verify: one of this project's timers (checked before anything runs).
+    if let Some(id) = &task_id {
+        let id = crate::timing::identifier("task_id", id)
+            .map_err(|e| OpsError::InvalidArgument(e.to_string()))?;
+        let task = rt.store.get_task(&id).await?;
+        if task.is_none_or(|t| t.project.as_deref() != Some(project.as_str())) {
+            return Err(OpsError::InvalidArgument(format!(
+                "there is no task `{id}` in project `{project}` (pass the task_id start_task_timer returned)"
+            )));
+        }
+    }
     let commands: Vec<String> = match &which {
         Which::All => p.checks.clone(),
         Which::Exactly(c) => {
@@ -227,8 +238,10 @@ async fn run_one(command: &str, dir: &PathBuf, project: &str, timeout: Duration)
     }
 }
 
+/// The kept tail as text: bytes that are not UTF-8, and NUL characters (which no database keeps in
+/// text), become U+FFFD.
 fn tail_text(tail: &[u8], total: usize) -> String {
-    let text = String::from_utf8_lossy(tail).into_owned();
+    let text = String::from_utf8_lossy(tail).replace('\0', "\u{fffd}");
     if total > tail.len() {
         format!(
             "[… {} earlier bytes of output not kept]\n{text}",
@@ -248,4 +261,20 @@ async fn kill_group(pid: u32) {
         .stderr(Stdio::null())
         .status()
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keeps_no_nul_and_no_broken_utf8() {
+        // Found by tests/mcp_hostile.rs: a check printing a NUL byte could not be recorded on
+        // PostgreSQL (its text holds no NUL).
+        assert_eq!(tail_text(b"ok\0\xffdone", 8), "ok\u{fffd}\u{fffd}done");
+        assert_eq!(
+            tail_text(b"end", 10),
+            "[… 7 earlier bytes of output not kept]\nend"
+        );
+    }
 }

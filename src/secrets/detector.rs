@@ -156,14 +156,68 @@ fn pattern(kind: SecretKind, group: usize, re: &str) -> Pattern {
 const L: &str = r"(?:^|[^A-Za-z0-9_\-])";
 const R: &str = r"(?:$|[^A-Za-z0-9_\-])";
 
+/// A PEM private key: the header, then the body up to the first footer after it (or, with no footer,
+/// up to [`PEM_BODY_WITHOUT_FOOTER`] characters that can be base64 or line breaks). Found in two steps
+/// (see [`private_keys`]) rather than by one regex with a lazy body: that regex scanned to the end of
+/// the text for every header without a footer (quadratic on a text of headers).
+static PEM_HEADER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+        .unwrap_or_else(|e| panic!("private key header regex: {e}"))
+});
+static PEM_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+        .unwrap_or_else(|e| panic!("private key footer regex: {e}"))
+});
+/// The most characters of a body taken after a header without a footer.
+const PEM_BODY_WITHOUT_FOOTER: usize = 8192;
+
+/// Every private key in `text`, in order, not overlapping: `(start, end)` byte ranges. Linear: the
+/// footers are found once, and each header takes the first footer after it.
+fn private_keys(text: &str) -> Vec<(usize, usize)> {
+    let footers: Vec<(usize, usize)> = PEM_FOOTER
+        .find_iter(text)
+        .map(|m| (m.start(), m.end()))
+        .collect();
+    let mut next_footer = 0;
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for header in PEM_HEADER.find_iter(text) {
+        if found.last().is_some_and(|&(_, end)| header.start() < end) {
+            continue; // inside the key before it
+        }
+        while next_footer < footers.len() && footers[next_footer].0 < header.end() {
+            next_footer += 1;
+        }
+        let end = match footers.get(next_footer) {
+            Some(&(_, footer_end)) => footer_end,
+            None => {
+                let body = text[header.end()..]
+                    .char_indices()
+                    .take(PEM_BODY_WITHOUT_FOOTER)
+                    .find(|&(_, c)| {
+                        !(c.is_ascii_alphanumeric()
+                            || matches!(c, '+' | '/' | '=' | '\\')
+                            || c.is_whitespace())
+                    })
+                    .map_or_else(
+                        || {
+                            text[header.end()..]
+                                .char_indices()
+                                .nth(PEM_BODY_WITHOUT_FOOTER)
+                                .map_or(text.len() - header.end(), |(i, _)| i)
+                        },
+                        |(i, _)| i,
+                    );
+                header.end() + body
+            }
+        };
+        found.push((header.start(), end));
+    }
+    found
+}
+
 static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     use SecretKind::*;
     vec![
-        pattern(
-            PrivateKey,
-            0,
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\n]{0,8192})",
-        ),
         pattern(
             GoogleServiceAccount,
             1,
@@ -338,7 +392,15 @@ pub fn entropy(s: &str) -> f64 {
 }
 
 /// The fallback: long, mixed-class, high-entropy tokens that have no known non-secret shape.
-fn looks_random(token: &str, text: &str, start: usize) -> bool {
+/// `chunk_start`: where the run of text the token is in begins (after the last whitespace, quote,
+/// parenthesis or `<` before it); `has_scheme`: whether the run before the token holds a `://`.
+fn looks_random(
+    token: &str,
+    text: &str,
+    start: usize,
+    chunk_start: usize,
+    has_scheme: bool,
+) -> bool {
     let t = token.trim_end_matches(['=', '.']);
     // Blobs (images, fonts, source maps) are long; the tokens this fallback is for are not.
     if t.len() < 32 || t.len() > 200 {
@@ -383,7 +445,7 @@ fn looks_random(token: &str, text: &str, start: usize) -> bool {
     {
         return false;
     }
-    if in_url_but_not_a_credential_parameter(text, start) {
+    if in_url_but_not_a_credential_parameter(text, start, chunk_start, has_scheme) {
         return false;
     }
     if t.contains('/') && t.split('/').filter(|s| !s.is_empty()).all(|s| s.len() < 24) {
@@ -417,22 +479,37 @@ fn looks_random(token: &str, text: &str, start: usize) -> bool {
     entropy(t) >= threshold
 }
 
+/// The longest query parameter name looked at.
+const PARAMETER_NAME_MAX: usize = 256;
+
+/// Whether a character ends the run of text a URL can be part of.
+fn is_chunk_delimiter(c: char) -> bool {
+    c.is_whitespace() || c == '"' || c == '\'' || c == '(' || c == '<'
+}
+
 /// Whether the token at `start` sits in a URL where it is not the value of a credential-like query
 /// parameter (`?token=…`, `&key=…`): path segments, host names and ordinary parameters are not secrets.
-fn in_url_but_not_a_credential_parameter(text: &str, start: usize) -> bool {
-    let chunk_start = text[..start]
-        .rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(' || c == '<')
-        .map_or(0, |i| i + 1);
+/// `chunk_start` is where the run of text before the token begins (see [`is_chunk_delimiter`]).
+/// `has_scheme`: whether that run holds a `://`.
+fn in_url_but_not_a_credential_parameter(
+    text: &str,
+    start: usize,
+    chunk_start: usize,
+    has_scheme: bool,
+) -> bool {
     let chunk = &text[chunk_start..start];
     if chunk.ends_with(':') && text[start..].starts_with("//") {
         return true; // the token is the URL itself (`https:` + `//host/path…`)
     }
-    if !chunk.contains("://") {
+    if !has_scheme {
         return false;
     }
     let Some(name) = chunk.strip_suffix('=') else {
         return true;
     };
+    // The parameter's name: after the last `?`, `&` or `;` — names are short, so only the end of
+    // the run is looked at.
+    let name = &name[floor_char_boundary(name, name.len().saturating_sub(PARAMETER_NAME_MAX))..];
     let name = name
         .rsplit(['?', '&', ';'])
         .next()
@@ -495,16 +572,45 @@ fn mask(value: &str) -> String {
     format!("{shown}…({} chars)", value.chars().count())
 }
 
+/// Findings so far, by start: they never overlap, so a range overlaps one of them exactly when it
+/// overlaps the last one that starts before its end (a lookup, not a scan: texts of thousands of
+/// credentials stay linear).
+#[derive(Default)]
+struct Found(std::collections::BTreeMap<usize, Finding>);
+
+impl Found {
+    fn overlaps(&self, start: usize, end: usize) -> bool {
+        self.0
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, f)| start < f.end)
+    }
+
+    fn add(&mut self, kind: SecretKind, start: usize, end: usize, value: &str) {
+        self.0.insert(
+            start,
+            Finding {
+                kind,
+                start,
+                end,
+                masked: mask(value),
+            },
+        );
+    }
+}
+
 /// Every credential in `text`, in order, without overlaps (a known format wins over context, context
-/// over entropy).
+/// over entropy). Time is linear in the text (each pattern is one pass; `tests/hostile_input.rs` and
+/// `benches/hostile.rs` feed it texts made of near-matches).
 pub fn scan(text: &str) -> Vec<Finding> {
-    let mut found: Vec<Finding> = Vec::new();
-    let overlaps =
-        |found: &[Finding], s: usize, e: usize| found.iter().any(|f| s < f.end && f.start < e);
+    let mut found = Found::default();
+    for (start, end) in private_keys(text) {
+        found.add(SecretKind::PrivateKey, start, end, &text[start..end]);
+    }
     for p in PATTERNS.iter() {
         for caps in p.regex.captures_iter(text) {
             let Some(m) = caps.get(p.group) else { continue };
-            if overlaps(&found, m.start(), m.end()) {
+            if found.overlaps(m.start(), m.end()) {
                 continue;
             }
             if matches!(
@@ -514,29 +620,35 @@ pub fn scan(text: &str) -> Vec<Finding> {
             {
                 continue;
             }
-            found.push(Finding {
-                kind: p.kind,
-                start: m.start(),
-                end: m.end(),
-                masked: mask(m.as_str()),
-            });
+            found.add(p.kind, m.start(), m.end(), m.as_str());
         }
     }
+    // Where the run of text before each token starts, found by one forward pass over the text
+    // (tokens come in order), not by looking back from every token: a text without delimiters would
+    // make that quadratic.
+    let (mut scanned, mut chunk_start, mut has_scheme) = (0, 0, false);
     for m in TOKEN.find_iter(text) {
-        if overlaps(&found, m.start(), m.end()) {
+        let from = match text[scanned..m.start()].rfind(is_chunk_delimiter) {
+            Some(i) => {
+                let delimiter = scanned + i;
+                chunk_start =
+                    delimiter + text[delimiter..].chars().next().map_or(1, char::len_utf8);
+                has_scheme = false;
+                chunk_start
+            }
+            // `://` may straddle where the last pass stopped.
+            None => floor_char_boundary(text, scanned.saturating_sub(2)).max(chunk_start),
+        };
+        has_scheme = has_scheme || text[from..m.start()].contains("://");
+        scanned = m.start();
+        if found.overlaps(m.start(), m.end()) {
             continue;
         }
-        if looks_random(m.as_str(), text, m.start()) {
-            found.push(Finding {
-                kind: SecretKind::HighEntropy,
-                start: m.start(),
-                end: m.end(),
-                masked: mask(m.as_str()),
-            });
+        if looks_random(m.as_str(), text, m.start(), chunk_start, has_scheme) {
+            found.add(SecretKind::HighEntropy, m.start(), m.end(), m.as_str());
         }
     }
-    found.sort_by_key(|f| f.start);
-    found
+    found.0.into_values().collect()
 }
 
 /// `text` with every credential replaced by `[REDACTED:<kind>]`. Borrowed when nothing was found.
@@ -723,6 +835,43 @@ mod tests {
         .collect();
         assert_eq!(in_project, ["project/shop/cloudflare_api_token"]);
         assert!(suggest("x", Some("Bad Name")).is_err());
+    }
+
+    #[test]
+    fn a_token_after_wide_whitespace_does_not_panic() {
+        // Found by tests/hostile_input.rs: the URL check looked for the run of text before a token
+        // from one byte after the last whitespace — inside U+3000 (three bytes), which panicked
+        // slicing the text (and `redact` runs on every log line).
+        let token = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF";
+        for space in ["\u{3000}", "\u{a0}", "\u{2028}", " "] {
+            let text = format!("key{space}{token} https://x.example/a{space}{token}");
+            let found = scan(&text);
+            assert_eq!(found.len(), 2, "{text:?}");
+            assert!(
+                found
+                    .iter()
+                    .all(|f| f.kind == SecretKind::HighEntropy && &text[f.start..f.end] == token)
+            );
+        }
+    }
+
+    #[test]
+    fn texts_made_of_near_matches() {
+        // Headers without footers used to make the private-key regex scan to the end of the text
+        // for each of them; a text without whitespace made every token look back to its start
+        // (quadratic: 64 KB of either took seconds). The time on 1 MB of each is measured by
+        // benches/hostile.rs; here, what is found.
+        let headers = "-----BEGIN PRIVATE KEY-----\n".repeat(4_000);
+        let found = scan(&headers);
+        assert_eq!(found.len(), 4_000);
+        assert!(found.iter().all(|f| f.kind == SecretKind::PrivateKey));
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----BEGIN X-----\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(
+            redact(&format!("a {key} b {key}")),
+            "a [REDACTED:private_key] b [REDACTED:private_key]"
+        );
+        let tokens = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF,".repeat(4_000);
+        assert_eq!(scan(&tokens).len(), 4_000);
     }
 
     #[test]

@@ -46,6 +46,8 @@ use crate::store::{
 
 /// Largest value the vault stores (a service-account JSON or a PEM chain is a few KiB).
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The longest description of a secret, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
 /// How many recently written secrets a read's diagnosis tries the key on when there is no check value.
 const KEY_CHECK_SAMPLE: i64 = 5;
 /// The associated data under which check values are sealed: not a valid secret path, so no secret's
@@ -244,6 +246,8 @@ pub enum VaultError {
         len: usize,
         max: usize,
     },
+    #[error("the description of {path}: {why}")]
+    BadDescription { path: String, why: String },
     #[error("cannot encrypt the value for {path}: {cause}")]
     Encrypt { path: String, cause: CryptoError },
     #[error("cannot import: {problems}. Nothing was imported")]
@@ -925,6 +929,23 @@ impl Vault {
                 len: value.len(),
                 max: MAX_VALUE_BYTES,
             });
+        }
+        if let Some(d) = &options.description {
+            let why = if d.contains('\0') {
+                Some(crate::store::NUL_IN_TEXT.to_string())
+            } else if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                Some(format!(
+                    "it is longer than {MAX_DESCRIPTION_CHARS} characters"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(VaultError::BadDescription {
+                    path: path.to_string(),
+                    why,
+                });
+            }
         }
         let version = match self.verify_key().await {
             Ok(v) => v,

@@ -179,6 +179,11 @@ impl fmt::Display for Location {
     }
 }
 
+/// Why text holding a NUL character is refused: PostgreSQL's `text` cannot store one (SQLite can), so
+/// every layer that takes text from outside refuses it before it gets here — the same answer on both
+/// backends, and never the database's own complaint.
+pub const NUL_IN_TEXT: &str = "it contains a NUL character (\\u0000), which text cannot hold";
+
 pub fn default_sqlite_path(state_dir: &Path) -> PathBuf {
     let parent = match state_dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -42,6 +42,28 @@ pub struct EstimateLine {
     pub agent_estimate_seconds: Option<f64>,
 }
 
+/// The text of a JSONL file read as bytes: bytes that are not UTF-8 are an error naming the file, the
+/// line and the column where they start (`outcome` says what happened to the rest of the file).
+pub fn utf8_text(file: &str, bytes: Vec<u8>, outcome: &'static str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        line_error(file, line, outcome)(format!(
+            "the line is not UTF-8 text (column {column}); JSONL is UTF-8"
+        ))
+    })
+}
+
+/// What an import of a history file that fails did: nothing.
+pub const NOTHING_IMPORTED: &str = "nothing was imported";
+/// What an estimate batch that fails did: nothing.
+pub const NOTHING_ESTIMATED: &str = "nothing was estimated";
+
 /// The lines of a JSONL text with their 1-based numbers, blank ones skipped.
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
@@ -73,7 +95,7 @@ fn line_error(file: &str, line: usize, outcome: &'static str) -> impl Fn(String)
 /// `success` defaults to true. Times that disagree with `duration_seconds` by more than a second (or
 /// 1 %), a task id used twice, or any invalid field fail the whole file.
 pub fn parse_history(file: &str, text: &str, now: DateTime<Utc>) -> Result<Vec<ImportedTask>> {
-    const OUTCOME: &str = "nothing was imported";
+    const OUTCOME: &str = NOTHING_IMPORTED;
     let mut tasks = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (n, raw) in lines(text) {
@@ -134,7 +156,7 @@ pub fn parse_estimate_batch(file: &str, text: &str) -> Result<Vec<(usize, Estima
         .map(|(n, raw)| {
             serde_json::from_str(raw)
                 .map(|l| (n, l))
-                .map_err(|e| line_error(file, n, "nothing was estimated")(json_message(&e)))
+                .map_err(|e| line_error(file, n, NOTHING_ESTIMATED)(json_message(&e)))
         })
         .collect()
 }
@@ -209,6 +231,24 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(want), "{err}\n  wanted: {want}");
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_name_their_line() {
+        let ok = r#"{"task_id": "A-1", "description": "d", "task_type": "t", "project": "shop", "duration_seconds": 1}"#;
+        let mut bytes = format!("{ok}\n\n{{\"task_id\": \"A-").into_bytes();
+        bytes.extend([0xc3, b'"']);
+        let err = utf8_text("h.jsonl", bytes, NOTHING_IMPORTED)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "h.jsonl:3: the line is not UTF-8 text (column 16); JSONL is UTF-8; nothing was imported"
+        );
+        assert_eq!(
+            utf8_text("h.jsonl", ok.as_bytes().to_vec(), NOTHING_IMPORTED).unwrap(),
+            ok
+        );
     }
 
     #[test]

@@ -190,10 +190,13 @@ pub fn task_type(t: &str) -> Result<String> {
     Ok(t)
 }
 
-/// A description: not blank, at most 100,000 characters (history holds long bug reports).
+/// A description: not blank, at most 100,000 characters (history holds long bug reports), no NUL.
 pub fn description(d: &str) -> Result<String> {
     if d.trim().is_empty() {
         return Err(invalid("description", "it is empty".into()));
+    }
+    if d.contains('\0') {
+        return Err(invalid("description", crate::store::NUL_IN_TEXT.into()));
     }
     if d.chars().count() > 100_000 {
         return Err(invalid(
@@ -204,13 +207,14 @@ pub fn description(d: &str) -> Result<String> {
     Ok(d.to_string())
 }
 
-/// Free text (error messages, summaries, agent names): at most `max` characters.
+/// Free text (error messages, summaries, agent names): at most `max` characters, no NUL.
 pub fn text(field: &'static str, t: Option<String>, max: usize) -> Result<Option<String>> {
     match t {
         Some(t) if t.chars().count() > max => Err(invalid(
             field,
             format!("it is longer than {max} characters"),
         )),
+        Some(t) if t.contains('\0') => Err(invalid(field, crate::store::NUL_IN_TEXT.into())),
         other => Ok(other.filter(|t| !t.trim().is_empty())),
     }
 }
@@ -398,6 +402,11 @@ mod tests {
         assert!(identifier("task_id", "").is_err());
         assert_eq!(identifier("task_id", "MESOS-313").unwrap(), "MESOS-313");
         assert!(description(" \n").is_err());
+        assert_eq!(
+            description("fix\0it").unwrap_err().to_string(),
+            "invalid description: it contains a NUL character (\\u0000), which text cannot hold"
+        );
+        assert!(text("agent_model", Some("opus\0".into()), 200).is_err());
         assert!(project_name("Shop").is_err());
         assert_eq!(project_name("shop").unwrap(), "shop");
         assert!(count("lines_changed", Some(-1)).is_err());

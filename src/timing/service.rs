@@ -358,6 +358,18 @@ impl Timing {
         now - chrono::Duration::from_std(self.abandoned_after).unwrap_or(chrono::Duration::MAX)
     }
 
+    /// A task id another task or a group refers to: a task of `project`, or one not started yet —
+    /// never another project's (a project's timers refer only to its own).
+    async fn own_task_or_none(&self, field: &'static str, id: &str, project: &str) -> Result<()> {
+        match self.store.get_task(id).await? {
+            Some(t) if t.project.as_deref() != Some(project) => Err(TimingError::Invalid {
+                field,
+                message: format!("task `{id}` is not a task of project `{project}`"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     // -----------------------------------------------------------------------------------------------
     // Timers
 
@@ -380,6 +392,10 @@ impl Timing {
             .transpose()?;
         let agent = text("agent_type", req.agent_type, 200)?;
         let model = text("agent_model", req.agent_model, 200)?;
+        if let Some(parent) = &parent {
+            self.own_task_or_none("parent_task_id", parent, &project)
+                .await?;
+        }
         if let Some(g) = &req.parallel_group {
             let g = identifier("parallel_group", g)?;
             match self.store.get_group(&g).await? {
@@ -818,6 +834,8 @@ impl Timing {
         for c in &req.child_task_ids {
             let c = identifier("child_task_ids", c)?;
             if !children.contains(&c) {
+                self.own_task_or_none("child_task_ids", &c, &project)
+                    .await?;
                 children.push(c);
             }
         }

@@ -365,6 +365,19 @@ fn parse_body(body: &str) -> Value {
         .unwrap_or_else(|| panic!("no JSON-RPC response in {body:?}"))
 }
 
+/// The JSON-RPC answer in a response body (JSON or SSE); `null` when there is none.
+pub fn parse_answer(body: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        return v;
+    }
+    body.lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
+        .unwrap_or(Value::Null)
+}
+
 impl McpClient {
     pub async fn connect(url: &str, token: Option<&str>) -> McpClient {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -8,6 +8,7 @@ pub mod fake_cloudflare;
 pub mod fake_embeddings;
 pub mod fake_google;
 pub mod faults;
+pub mod hostile;
 pub mod mcp;
 pub mod model;
 pub mod test_secrets;
