@@ -50,6 +50,7 @@ fn new_task(id: &str, project: &str, ty: &str, desc: &str) -> NewTask {
         complexity: Some("medium".into()),
         estimated_seconds: Some(600.0),
         supervisor_estimate_seconds: None,
+        supervisor_interval: None,
         started_at: at(10, 0),
     }
 }

@@ -103,6 +103,45 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// What a line of [`plan_text`] is, by its first characters: how a face (terminal colours, the status
+/// page's classes) marks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// `-` delete or `-/+` replace.
+    Destroy,
+    /// `+` create.
+    Create,
+    /// `~` update.
+    Update,
+    /// `!` a warning.
+    Warning,
+    /// `✗` an error.
+    Error,
+    /// A provider's section header or the summary line.
+    Heading,
+    /// A diff line or an empty line.
+    Plain,
+}
+
+pub fn line_kind(line: &str) -> LineKind {
+    let t = line.trim_start();
+    if t.starts_with("-/+") || t.starts_with("- ") {
+        LineKind::Destroy
+    } else if t.starts_with("+ ") {
+        LineKind::Create
+    } else if t.starts_with("~ ") {
+        LineKind::Update
+    } else if t.starts_with('!') {
+        LineKind::Warning
+    } else if t.starts_with('✗') {
+        LineKind::Error
+    } else if !line.starts_with(' ') && !line.is_empty() {
+        LineKind::Heading
+    } else {
+        LineKind::Plain
+    }
+}
+
 /// The line an apply prints when a change starts or ends.
 pub fn action_verb(action: Action, done: bool) -> &'static str {
     match (action, done) {

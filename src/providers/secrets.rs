@@ -53,10 +53,46 @@ impl Provider for RequiredSecretsProvider {
     }
 }
 
+/// A secret a project requires that the vault does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct MissingSecret {
+    pub project: String,
+    pub path: String,
+}
+
+/// The secrets `desired`'s projects (or only `project`) require that are not among `present`. Pure.
+pub fn missing(
+    desired: &Desired,
+    present: &[SecretMeta],
+    project: Option<&str>,
+) -> Vec<MissingSecret> {
+    let have: std::collections::HashSet<&str> = present.iter().map(|m| m.path.as_str()).collect();
+    desired
+        .projects
+        .values()
+        .filter(|p| project.is_none_or(|name| p.name == name))
+        .flat_map(|p| {
+            p.secrets
+                .required
+                .iter()
+                .filter(|path| !have.contains(path.as_str()))
+                .map(|path| MissingSecret {
+                    project: p.name.clone(),
+                    path: path.clone(),
+                })
+        })
+        .collect()
+}
+
 /// Warnings for required secrets that are missing, expired or due for rotation. Pure.
 pub fn diff(desired: &Desired, present: &[SecretMeta], now: DateTime<Utc>) -> ProviderPlan {
     let by_path: HashMap<&str, &SecretMeta> =
         present.iter().map(|m| (m.path.as_str(), m)).collect();
+    let missing = missing(desired, present, None);
+    let absent: std::collections::HashSet<(&str, &str)> = missing
+        .iter()
+        .map(|m| (m.project.as_str(), m.path.as_str()))
+        .collect();
     let mut plan = ProviderPlan::default();
     for p in desired.projects.values() {
         for path in &p.secrets.required {
@@ -66,19 +102,23 @@ pub fn diff(desired: &Desired, present: &[SecretMeta], now: DateTime<Utc>) -> Pr
                 project: Some(p.name.clone()),
                 message,
             };
-            match by_path.get(path.as_str()) {
-                None => plan.warnings.push(notice(format!(
+            if absent.contains(&(p.name.as_str(), path.as_str())) {
+                plan.warnings.push(notice(format!(
                     "{path} is required by project `{}` but not set (supervisor secrets set {path})",
                     p.name
-                ))),
-                Some(m) => {
-                    if m.expires_at.is_some_and(|e| e <= now) {
-                        plan.warnings.push(notice(format!("{path} expired and should be replaced")));
-                    }
-                    if m.rotation_required {
-                        plan.warnings.push(notice(format!("{path} is flagged for rotation")));
-                    }
-                }
+                )));
+                continue;
+            }
+            let Some(m) = by_path.get(path.as_str()) else {
+                continue;
+            };
+            if m.expires_at.is_some_and(|e| e <= now) {
+                plan.warnings
+                    .push(notice(format!("{path} expired and should be replaced")));
+            }
+            if m.rotation_required {
+                plan.warnings
+                    .push(notice(format!("{path} is flagged for rotation")));
             }
         }
     }
