@@ -109,13 +109,16 @@ pub async fn verify(store: &dyn Store, presented: &str) -> Result<Option<Princip
 /// Looks a token up by its hash ([`hash_token`]) — for a login session, which keeps the hash and never
 /// the token; `None` when unknown or revoked.
 pub async fn verify_hash(store: &dyn Store, hash: &str) -> Result<Option<Principal>, StoreError> {
-    Ok(store.token_by_hash(hash).await?.map(|row| match row.project {
-        Some(project) => Principal::Project {
-            token_id: row.id,
-            project,
-        },
-        None => Principal::Meta { token_id: row.id },
-    }))
+    Ok(store
+        .token_by_hash(hash)
+        .await?
+        .map(|row| match row.project {
+            Some(project) => Principal::Project {
+                token_id: row.id,
+                project,
+            },
+            None => Principal::Meta { token_id: row.id },
+        }))
 }
 
 /// `bytes` in base64url without padding (tokens, the status page's session ids).

@@ -284,7 +284,11 @@ mod tests {
         short.insert("k", 1);
         assert_eq!(short.get(&"k"), None, "expired entries are not returned");
         assert_eq!(short.get_refreshed(&"k"), None);
-        assert_eq!(short.len(), 0, "an expired entry read with refresh is dropped");
+        assert_eq!(
+            short.len(),
+            0,
+            "an expired entry read with refresh is dropped"
+        );
     }
 
     #[test]
@@ -293,7 +297,11 @@ mod tests {
         cache.insert("s", 1);
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(30));
-            assert_eq!(cache.get_refreshed(&"s"), Some(1), "used within the idle time");
+            assert_eq!(
+                cache.get_refreshed(&"s"),
+                Some(1),
+                "used within the idle time"
+            );
         }
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(cache.get_refreshed(&"s"), None, "idle longer than the TTL");

@@ -475,10 +475,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), rt.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
     let timers = if reachable {
-        rt.timing()
-            .timer_counts()
-            .await
-            .ok()
+        rt.timing().timer_counts().await.ok()
     } else {
         None
     };
@@ -546,12 +543,12 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
         .route("/mcp/{project}", any(mcp_project))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // Browsers reach MCP and the page: both get the same Host/Origin check, before authentication.
-    let browser_facing = mcp
-        .merge(super::page::routes(state.clone()))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            allowed_origin,
-        ));
+    let browser_facing =
+        mcp.merge(super::page::routes(state.clone()))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                allowed_origin,
+            ));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

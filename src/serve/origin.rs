@@ -7,11 +7,13 @@
 //!
 //! * `Host` must name an allowed host (an entry without a port allows any port; `[::1]` and `::1` are the
 //!   same host; case-insensitive). A request without `Host` is refused.
-//! * `Origin`, when present, must be `http` or `https` on an allowed host; `Origin: null` (sandboxed
-//!   frames, `file:` pages) is refused.
+//! * `Origin`, when present, must be `http` or `https` on an allowed host. `Origin: null` (sandboxed
+//!   frames, `file:` pages) is refused — unless the browser also says `Sec-Fetch-Site: same-origin`,
+//!   as it does when it posts the page's own form under `Referrer-Policy: no-referrer`.
 //! * [`OriginPolicy::check_same_origin`] — for state-changing form posts (`POST /login`,
-//!   `POST /logout`) — additionally requires an `Origin` whose host and port are the request's own
-//!   `Host`: a page served by another local program on another port cannot post to the supervisor.
+//!   `POST /logout`) — additionally requires proof that the page itself posted: `Sec-Fetch-Site:
+//!   same-origin`, or an `Origin` whose host and port are the request's own `Host`. A page served by
+//!   another local program on another port cannot post to the supervisor.
 
 use axum::http::{HeaderMap, header};
 
@@ -158,7 +160,8 @@ impl OriginPolicy {
         Ok((host, port))
     }
 
-    /// `Origin` as (scheme, host, port), when present; a malformed or `null` one is refused.
+    /// `Origin` as (scheme, host, port) when it names one, `None` when absent or `null` — `null` only
+    /// from the page itself (see [`Self::check`]); a malformed or foreign one is refused.
     fn origin(
         &self,
         headers: &HeaderMap,
@@ -170,6 +173,15 @@ impl OriginPolicy {
             .to_str()
             .map_err(|_| OriginRefusal::OriginNotAllowed("(not text)".into()))?;
         let refused = || OriginRefusal::OriginNotAllowed(capped(raw));
+        if raw.trim().eq_ignore_ascii_case("null") {
+            // A sandboxed frame or a `file:` page sends `null`; so does a browser posting the page's
+            // own form under `Referrer-Policy: no-referrer` — which it states in `Sec-Fetch-Site`.
+            return if same_origin_fetch(headers) {
+                Ok(None)
+            } else {
+                Err(refused())
+            };
+        }
         let uri: axum::http::Uri = raw.trim().parse().map_err(|_| refused())?;
         let scheme = uri.scheme_str().ok_or_else(refused)?.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
@@ -190,18 +202,25 @@ impl OriginPolicy {
         Ok(())
     }
 
-    /// The check of a state-changing form post: [`Self::check`], and an `Origin` that is the request's
-    /// own host and port.
+    /// The check of a state-changing form post: [`Self::check`], and proof that the page itself posted
+    /// it — the browser's `Sec-Fetch-Site: same-origin`, or (from a browser that sends no fetch
+    /// metadata) an `Origin` that is the request's own host and port. An `Origin` naming another host
+    /// or port is refused whatever else the request says.
     pub fn check_same_origin(&self, headers: &HeaderMap) -> Result<(), OriginRefusal> {
         let (host, port) = self.host(headers)?;
-        let Some((scheme, o_host, o_port)) = self.origin(headers)? else {
-            return Err(OriginRefusal::CrossOrigin);
-        };
-        let default = if scheme == "https" { 443 } else { 80 };
-        if o_host != host || o_port.unwrap_or(default) != port.unwrap_or(default) {
-            return Err(OriginRefusal::CrossOrigin);
+        let origin = self.origin(headers)?;
+        if let Some((scheme, o_host, o_port)) = &origin {
+            let default = if scheme == "https" { 443 } else { 80 };
+            if *o_host != host || o_port.unwrap_or(default) != port.unwrap_or(default) {
+                return Err(OriginRefusal::CrossOrigin);
+            }
         }
-        Ok(())
+        match headers.get("sec-fetch-site") {
+            Some(_) if same_origin_fetch(headers) => Ok(()),
+            Some(_) => Err(OriginRefusal::CrossOrigin),
+            None if origin.is_some() => Ok(()),
+            None => Err(OriginRefusal::CrossOrigin),
+        }
     }
 
     /// Whether the request's `Host` is a loopback name (a browser on this machine or through an SSH
@@ -213,6 +232,15 @@ impl OriginPolicy {
             .and_then(authority)
             .is_some_and(|(h, _)| LOOPBACK.iter().any(|l| normalize(l) == h))
     }
+}
+
+/// The browser says the request comes from a page of this very origin (Fetch Metadata; a page cannot
+/// set this header itself).
+fn same_origin_fetch(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("same-origin"))
 }
 
 /// At most 100 characters of a header, for a message.
@@ -242,7 +270,10 @@ mod tests {
 
     #[test]
     fn loopback_and_configured_hosts_pass_others_do_not() {
-        let p = OriginPolicy::new(&["Status.Example.com".into(), "tunnel.example.org:8443".into()]);
+        let p = OriginPolicy::new(&[
+            "Status.Example.com".into(),
+            "tunnel.example.org:8443".into(),
+        ]);
         for ok in [
             "localhost:8080",
             "127.0.0.1",
@@ -257,25 +288,44 @@ mod tests {
             p.check(&headers(Some("evil.example.com"), None)),
             Err(OriginRefusal::HostNotAllowed("evil.example.com".into()))
         );
-        assert!(p.check(&headers(Some("tunnel.example.org:80"), None)).is_err());
+        assert!(
+            p.check(&headers(Some("tunnel.example.org:80"), None))
+                .is_err()
+        );
         assert_eq!(p.check(&headers(None, None)), Err(OriginRefusal::BadHost));
         assert_eq!(
             p.check(&headers(Some("user@localhost"), None)),
             Err(OriginRefusal::BadHost)
         );
         assert_eq!(
-            p.check(&headers(Some("localhost:1"), Some("http://evil.example.com"))),
+            p.check(&headers(
+                Some("localhost:1"),
+                Some("http://evil.example.com")
+            )),
             Err(OriginRefusal::OriginNotAllowed(
                 "http://evil.example.com".into()
             ))
         );
         assert!(p.check(&headers(Some("localhost"), Some("null"))).is_err());
+        let mut own_form = headers(Some("localhost"), Some("null"));
+        own_form.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert_eq!(
+            p.check(&own_form),
+            Ok(()),
+            "the page's own post under no-referrer"
+        );
+        let mut framed = headers(Some("localhost"), Some("null"));
+        framed.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(p.check(&framed).is_err(), "a sandboxed frame elsewhere");
         assert!(
             p.check(&headers(Some("localhost"), Some("file:///tmp/x.html")))
                 .is_err()
         );
         assert_eq!(
-            p.check(&headers(Some("localhost:1"), Some("https://status.example.com"))),
+            p.check(&headers(
+                Some("localhost:1"),
+                Some("https://status.example.com")
+            )),
             Ok(())
         );
     }
@@ -296,6 +346,30 @@ mod tests {
                 "{origin:?}"
             );
         }
+        // Fetch metadata: the browser's word about where the post comes from.
+        let with_site = |origin: Option<&str>, site: &'static str| {
+            let mut h = headers(Some("127.0.0.1:8080"), origin);
+            h.insert("sec-fetch-site", HeaderValue::from_static(site));
+            h
+        };
+        assert_eq!(
+            p.check_same_origin(&with_site(Some("null"), "same-origin")),
+            Ok(())
+        );
+        assert_eq!(p.check_same_origin(&with_site(None, "same-origin")), Ok(()));
+        assert_eq!(
+            p.check_same_origin(&with_site(Some("null"), "same-site")),
+            Err(OriginRefusal::OriginNotAllowed("null".into()))
+        );
+        assert_eq!(
+            p.check_same_origin(&with_site(None, "cross-site")),
+            Err(OriginRefusal::CrossOrigin)
+        );
+        assert_eq!(
+            p.check_same_origin(&with_site(Some("http://127.0.0.1:9999"), "same-origin")),
+            Err(OriginRefusal::CrossOrigin),
+            "an Origin naming another port wins over the header"
+        );
         // Behind a TLS proxy the browser's Host has no port: the Origin's scheme says which is implied.
         let q = OriginPolicy::new(&["status.example.com".into()]);
         for host in ["status.example.com", "status.example.com:443"] {

@@ -3,7 +3,6 @@
 //! writes only its own project's timers, groups and statistics, and its estimates show only its own
 //! tasks as similar ones (see `crate::timing` for the guarantees).
 
-
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;

@@ -138,9 +138,14 @@ const CHART_WIDTH: f64 = 320.0;
 /// task, on a logarithmic scale shared by all rows.
 pub fn durations(bars: &[DurationBar], label: &str) -> Markup {
     let values = bars.iter().flat_map(|b| {
-        [Some(b.actual), b.estimate, b.interval.map(|i| i.0), b.interval.map(|i| i.1)]
-            .into_iter()
-            .flatten()
+        [
+            Some(b.actual),
+            b.estimate,
+            b.interval.map(|i| i.0),
+            b.interval.map(|i| i.1),
+        ]
+        .into_iter()
+        .flatten()
     });
     let (lo, hi) = values
         .filter(|v| v.is_finite() && *v > 0.0)
@@ -183,7 +188,10 @@ mod tests {
         assert!(svg.contains(r#"role="img" aria-label="CPU""#), "{svg}");
         assert!(svg.contains(r#"points="0,31 80,16 160,1""#), "{svg}");
         let one = sparkline(&[20.0], "one sample").into_string();
-        assert!(!one.contains("polyline") && one.contains("<circle"), "{one}");
+        assert!(
+            !one.contains("polyline") && one.contains("<circle"),
+            "{one}"
+        );
         assert!(!sparkline(&[], "none").into_string().contains("<circle"));
     }
 
@@ -192,7 +200,10 @@ mod tests {
         let cells = vec![
             (PortCell::Listening, "api".to_string()),
             (PortCell::Free, "free".to_string()),
-            (PortCell::Conflict, "node (pid 7), allocated to no service".to_string()),
+            (
+                PortCell::Conflict,
+                "node (pid 7), allocated to no service".to_string(),
+            ),
         ];
         let svg = port_grid(3100, &cells, "3 ports").into_string();
         assert!(svg.contains("<title>3100: api</title>"), "{svg}");

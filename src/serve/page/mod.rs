@@ -256,25 +256,38 @@ async fn require_viewer(State(st): State<Arc<AppState>>, mut req: Request, next:
         });
         return next.run(req).await;
     }
-    let (credential, session) = match bearer(req.headers()) {
-        Some(token) => (Some(Credential::Bearer(token)), false),
-        None => match session_token(&st, req.headers()) {
-            Some(hash) => (Some(Credential::TokenHash(hash)), true),
-            // No credential (or a session that ended): a browser goes to the login form. Not counted
-            // as a failure: an expired session is not an attack.
-            None => return refused_page(&st, Refused::Missing, req.headers()),
-        },
+    // The session behind a cookie, as (hash of its id, hash of its token).
+    let session = session_cookie(req.headers()).and_then(|id| {
+        let key = auth::hash_token(&id);
+        st.logins.get_refreshed(&key).map(|token| (key, token))
+    });
+    let credential = match (bearer(req.headers()), &session) {
+        (Some(token), _) => Credential::Bearer(token),
+        (None, Some((_, token))) => Credential::TokenHash(token.clone()),
+        // No credential (or a session that ended): a browser goes to the login form. Not counted as
+        // a failure: an expired session is not an attack.
+        (None, None) => return refused_page(&st, Refused::Missing, req.headers()),
     };
-    match st.admit(credential, client_ip(&req)).await {
+    let by_session = matches!(credential, Credential::TokenHash(_));
+    match st.admit(Some(credential), client_ip(&req)).await {
         Ok(Principal::Project { project, .. }) => project_token_refused(&st, &project),
         Ok(principal) => {
             req.extensions_mut().insert(Viewer {
                 actor: actor_of(&principal),
-                session,
+                session: by_session,
             });
             next.run(req).await
         }
-        Err(why) => refused_page(&st, why, req.headers()),
+        Err(why) => {
+            // The session's token was revoked: the session ends with it.
+            if by_session
+                && why == Refused::Invalid
+                && let Some((key, _)) = &session
+            {
+                st.logins.remove(key);
+            }
+            refused_page(&st, why, req.headers())
+        }
     }
 }
 
@@ -300,7 +313,12 @@ async fn form_token(req: Request) -> Result<String, (StatusCode, &'static str)> 
                 "the form is larger than 4 KiB",
             ));
         }
-        Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "the form did not arrive in time")),
+        Err(_) => {
+            return Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "the form did not arrive in time",
+            ));
+        }
     };
     let token = form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == "token")
@@ -443,7 +461,11 @@ pub(super) struct Overview {
 }
 
 /// The runs that last applied each project's resources (by id), for "last applied revision".
-async fn applied_runs(rt: &Runtime, status: &Part<Status>, known: &[ApplyRun]) -> HashMap<String, ApplyRun> {
+async fn applied_runs(
+    rt: &Runtime,
+    status: &Part<Status>,
+    known: &[ApplyRun],
+) -> HashMap<String, ApplyRun> {
     let mut runs: HashMap<String, ApplyRun> =
         known.iter().map(|r| (r.id.clone(), r.clone())).collect();
     let Ok(status) = status else { return runs };
@@ -636,12 +658,7 @@ async fn vms(
     let limit = Arc::new(tokio::sync::Semaphore::new(VM_CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
     for (i, vm) in desired.vms.iter().enumerate() {
-        let (rt, vm, limit, actor) = (
-            rt.clone(),
-            vm.clone(),
-            limit.clone(),
-            viewer.actor.clone(),
-        );
+        let (rt, vm, limit, actor) = (rt.clone(), vm.clone(), limit.clone(), viewer.actor.clone());
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let (info, health) = tokio::join!(
@@ -673,4 +690,3 @@ async fn vms(
         view::vms(&frame, &rows, desired.gcloud.is_some(), VM_HEALTH_MINUTES),
     )
 }
-

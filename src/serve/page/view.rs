@@ -51,13 +51,14 @@ th{font-weight:600;white-space:nowrap}
 .muted{color:var(--muted)}
 .alert{border-left:4px solid var(--bad);background:var(--soft);padding:.5rem .75rem;margin:.75rem 0}
 .notice{border-left:4px solid var(--warn);background:var(--soft);padding:.5rem .75rem;margin:.75rem 0}
+ul.notice{list-style:none;padding-left:.75rem}
 .err{color:var(--bad)}
 ul.plain{list-style:none;margin:0;padding:0}
 ul.plain li{margin:.1rem 0}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 pre.plan{overflow-x:auto;background:var(--soft);padding:.75rem;border-radius:6px;line-height:1.35}
 .l-destroy,.l-error{color:var(--bad)}.l-create{color:var(--ok)}.l-update,.l-warning{color:var(--warn)}.l-heading{font-weight:700}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.75rem;margin:.75rem 0}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.75rem;margin:.75rem 0}
 .card{border:1px solid var(--line);border-radius:6px;padding:.5rem .75rem}
 .card .big{font-size:1.3rem;font-weight:700}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:.5rem 0}
@@ -191,21 +192,16 @@ fn plan_block(plan: &Plan) -> Markup {
     }
 }
 
-fn summary_sentence(plan: &Plan) -> String {
+fn summary_sentence(plan: &Plan) -> Markup {
     if !plan.errors.is_empty() {
-        format!(
-            "The plan has {} and cannot be applied; {} planned.",
-            plural(plan.errors.len(), "error", "errors"),
-            plural(plan.changes.len(), "change", "changes")
-        )
+        html! { span.bad { "✗ The plan has " (plural(plan.errors.len(), "error", "errors")) " and cannot be applied; "
+        (plural(plan.changes.len(), "change", "changes")) " planned." } }
     } else if plan.changes.is_empty() {
-        "No changes: reality matches the desired state.".into()
+        html! { span.ok aria-hidden="true" { "✓ " } "No changes: reality matches the desired state." }
     } else {
         let s = plan.summary;
-        format!(
-            "{} to add, {} to change, {} to destroy. Apply with `supervisor apply` (or the MCP `apply_plan` tool).",
-            s.add, s.change, s.destroy
-        )
+        html! { span.warn aria-hidden="true" { "● " } (s.add) " to add, " (s.change) " to change, " (s.destroy) " to destroy. Apply with "
+        code { "supervisor apply" } " (or the MCP " code { "apply_plan" } " tool)." }
     }
 }
 
@@ -250,7 +246,7 @@ fn reconciler_section(r: &ReconcileStatus) -> Markup {
     html! {
         dl.facts {
             dt { "Role" } dd { @if r.leader { "leader (reconciles)" } @else { "follower (another process reconciles)" } }
-            dt { "Auto-apply" } dd { @if r.auto_apply { "on (safe plans are applied without asking)" } @else { "off (plans wait for `supervisor apply`)" } }
+            dt { "Auto-apply" } dd { @if r.auto_apply { "on (safe plans are applied without asking)" } @else { "off (plans wait for " code { "supervisor apply" } ")" } }
             dt { "Runs" } dd { (r.runs) " (" (plural(r.errors as usize, "error", "errors")) ")" }
             dt { "Last run" } dd {
                 @match r.last_run_at { Some(t) => { (when(t)) }, None => { span.muted { "not yet" } } }
@@ -296,8 +292,9 @@ fn coverage_sentence(c: &Part<IntervalCoverage>) -> Markup {
     match c {
         Ok(c) => html! {
             p { strong { "Estimator calibration: " } (c.describe()) "."
-                @if let Some(s) = c.share { " " span class=(if s >= 0.85 { "ok" } else { "warn" }) {
-                    @if s >= 0.85 { "Well calibrated (≈95 % expected)." } @else { "Intervals are too narrow (≈95 % expected)." } } } }
+                // A verdict needs enough tasks: with a handful, any share is noise.
+                @if let Some(s) = c.share.filter(|_| c.tasks >= 20) { " " span class=(if s >= 0.85 { "ok" } else { "warn" }) {
+                    @if s >= 0.85 { "Well calibrated (about 95 % expected)." } @else { "The intervals are too narrow (about 95 % expected)." } } } }
         },
         Err(e) => failed("the estimator's calibration", e),
     }
@@ -309,7 +306,14 @@ fn timers_table(timers: &[TimerLine], caption: &str) -> Markup {
     }
     table(
         caption,
-        &["Task", "Project", "Type", "Running for", "Estimate", "Description"],
+        &[
+            "Task",
+            "Project",
+            "Type",
+            "Running for",
+            "Estimate",
+            "Description",
+        ],
         &[3, 4],
         html! {
             @for t in timers {
@@ -532,15 +536,33 @@ fn overview_summary(d: &Overview, s: &Status) -> Markup {
     let r = &s.report;
     let lines: Vec<&ResourceLine> = r.resources.iter().collect();
     let services: usize = d.desired.service_count();
-    let meta = r.resources.iter().find(|l| l.address == crate::providers::instructions::address(crate::providers::instructions::META));
+    let meta = r.resources.iter().find(|l| {
+        l.address == crate::providers::instructions::address(crate::providers::instructions::META)
+    });
+    let attention =
+        s.missing_secrets.len() + s.secrets.expired.len() + s.secrets.rotation_required.len();
+    let pending = s.plan.changes.len();
+    // With auto-apply off every pending change waits for a human: the pending line says it already.
+    let waiting = if d.reconcile.auto_apply {
+        d.reconcile.waiting_for_human.len()
+    } else {
+        0
+    };
     html! {
         @if r.problems {
             div.alert role="alert" {
                 p { strong { "Something needs attention." } }
                 @if !r.errors.is_empty() { ul { @for e in &r.errors { li { (e.message) } } } }
             }
-        } @else {
-            p { span.ok aria-hidden="true" { "✓ " } "Nothing needs attention." }
+        }
+        @if pending + attention + waiting > 0 {
+            ul.notice {
+                @if pending > 0 { li { (plural(pending, "change is", "changes are")) " pending — " a href="/plan" { "see the plan" } "." } }
+                @if attention > 0 { li { (plural(attention, "secret needs", "secrets need")) " attention — " a href="#secrets" { "see below" } "." } }
+                @if waiting > 0 { li { (plural(waiting, "change waits", "changes wait")) " for a human — " a href="#reconciler" { "see the reconciler" } "." } }
+            }
+        } @else if !r.problems {
+            p { span.ok aria-hidden="true" { "✓ " } "Everything is in sync; nothing needs attention." }
         }
         div.cards {
             div.card { div.big { (d.desired.projects.len()) } "projects" }
@@ -660,7 +682,8 @@ pub(super) fn project(frame: &Frame, d: &ProjectPage) -> Markup {
             Ok(s) => { p { (summary_sentence(&s.plan)) } (plan_block(&s.plan)) }
             Err(e) => { (failed("the plan", e)) }
         }
-        @if !d.reconcile.waiting_for_human.is_empty() {
+        // (With auto-apply off every pending change waits: the plan above says so.)
+        @if d.reconcile.auto_apply && !d.reconcile.waiting_for_human.is_empty() {
             div.notice { p { strong { "The reconciler waits for a human:" } } ul { @for w in &d.reconcile.waiting_for_human { li { (w) } } } }
         }
         h2 #secrets { "Secrets needing attention" }
@@ -686,7 +709,12 @@ fn services_table(d: &ProjectPage, lines: &[&ResourceLine]) -> Markup {
     if d.project.services.is_empty() {
         return html! { p.muted { "No service is declared." } };
     }
-    let state = |address: &str| lines.iter().find(|l| l.address == address).map(|l| l.status);
+    let state = |address: &str| {
+        lines
+            .iter()
+            .find(|l| l.address == address)
+            .map(|l| l.status)
+    };
     let listing = d.listing.as_ref().ok();
     let audit = d.audit.as_ref().ok();
     html! {
@@ -705,9 +733,12 @@ fn services_table(d: &ProjectPage, lines: &[&ResourceLine]) -> Markup {
                             None => { span.muted { "idle" } } } },
                         None => { span.muted { "—" } } } }
                     td { @match &svc.hostname { Some(h) => { (hostname_link(h.as_str())) }, None => { span.muted { "none" } } } }
-                    td { @if let Some(h) = &svc.hostname {
-                        @let states: Vec<ResourceStatus> = [dns::address(h.as_str()), tunnel::address(h.as_str())].iter().filter_map(|a| state(a)).collect();
-                        @if states.is_empty() { span.muted { "not managed" } } @else { (badge(ResourceStatus::worst(states))) }
+                    td { @match &svc.hostname {
+                        Some(h) => {
+                            @let states: Vec<ResourceStatus> = [dns::address(h.as_str()), tunnel::address(h.as_str())].iter().filter_map(|a| state(a)).collect();
+                            @if states.is_empty() { span.muted { "not managed" } } @else { (badge(ResourceStatus::worst(states))) }
+                        }
+                        None => { span.muted { "—" } }
                     } }
                 }
             }
@@ -732,8 +763,14 @@ fn port_block(d: &ProjectPage) -> Markup {
             if let Some(c) = audit.conflicts.iter().find(|c| c.port == p) {
                 return (PortCell::Conflict, c.message.clone());
             }
-            match audit.allocations.iter().find(|a| a.port == p && a.project == *name) {
-                Some(a) if a.listener.is_some() => (PortCell::Listening, format!("{} (listening)", a.service)),
+            match audit
+                .allocations
+                .iter()
+                .find(|a| a.port == p && a.project == *name)
+            {
+                Some(a) if a.listener.is_some() => {
+                    (PortCell::Listening, format!("{} (listening)", a.service))
+                }
                 Some(a) => (PortCell::Idle, format!("{} (idle)", a.service)),
                 None => (PortCell::Free, "free".into()),
             }
@@ -753,7 +790,13 @@ fn port_block(d: &ProjectPage) -> Markup {
     let conflicts: Vec<_> = audit
         .conflicts
         .iter()
-        .filter(|c| i32::from(c.port) >= first && i32::from(c.port) <= last || audit.allocations.iter().any(|a| a.port == c.port && a.project == *name))
+        .filter(|c| {
+            i32::from(c.port) >= first && i32::from(c.port) <= last
+                || audit
+                    .allocations
+                    .iter()
+                    .any(|a| a.port == c.port && a.project == *name)
+        })
         .collect();
     html! {
         p { (label) "." }
@@ -780,7 +823,14 @@ fn resources_table(lines: &[&ResourceLine]) -> Markup {
     }
     table(
         "Every resource of the project",
-        &["Address", "Provider", "State", "Pending", "Last applied", "Error"],
+        &[
+            "Address",
+            "Provider",
+            "State",
+            "Pending",
+            "Last applied",
+            "Error",
+        ],
         &[],
         html! {
             @for l in lines {
@@ -863,7 +913,15 @@ fn stats_table(lines: &[StatsLine]) -> Markup {
     let opt = |v: Option<f64>| v.map(human_duration).unwrap_or_else(|| "—".into());
     table(
         "Durations per task type (median and p95 of the log-normal fit)",
-        &["Type", "Project", "Count", "Success", "Median", "p95", "Own estimates ×"],
+        &[
+            "Type",
+            "Project",
+            "Count",
+            "Success",
+            "Median",
+            "p95",
+            "Own estimates ×",
+        ],
         &[2, 3, 4, 5, 6],
         html! {
             @for l in lines {
