@@ -242,4 +242,48 @@ mod tests {
             "No changes. Reality matches the desired state.\n"
         );
     }
+
+    #[test]
+    fn every_line_of_a_plan_has_a_kind_for_the_faces() {
+        let mut p = plan(
+            vec![
+                change("ports/a/x", Action::Create, "port 3000"),
+                change("ports/a/y", Action::Update, "port 3001 → 3005"),
+                change("ports/b/z", Action::Delete, "port 3100"),
+                change("ports/b/w", Action::Replace, "port 3101"),
+            ],
+            vec![Notice {
+                provider: "secrets".into(),
+                address: None,
+                project: None,
+                message: "project/a/k is required".into(),
+            }],
+        );
+        p.changes[0].diff = Some("+added line".into());
+        p.errors.push(Notice {
+            provider: "ports".into(),
+            address: None,
+            project: None,
+            message: "no free block".into(),
+        });
+        let text = plan_text(&p);
+        let kinds: Vec<LineKind> = text.lines().map(line_kind).collect();
+        let expected = [
+            LineKind::Heading, // ports
+            LineKind::Create,
+            LineKind::Plain, // the diff, indented
+            LineKind::Update,
+            LineKind::Destroy,
+            LineKind::Destroy, // -/+
+            LineKind::Plain,   // blank
+            LineKind::Heading, // secrets
+            LineKind::Warning,
+            LineKind::Plain,
+            LineKind::Heading, // errors (…)
+            LineKind::Error,
+            LineKind::Plain,
+            LineKind::Heading, // Plan failed: …
+        ];
+        assert_eq!(kinds, expected, "{text}");
+    }
 }

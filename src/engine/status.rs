@@ -177,3 +177,30 @@ pub fn report(
         errors: plan.errors.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ResourceStatus::*;
+    use super::*;
+
+    #[test]
+    fn a_group_is_as_bad_as_its_worst_resource() {
+        assert_eq!(
+            ResourceStatus::worst([]),
+            InSync,
+            "nothing declared is nothing out of sync"
+        );
+        assert_eq!(ResourceStatus::worst([InSync, Pending, InSync]), Pending);
+        assert_eq!(ResourceStatus::worst([Pending, Drifted]), Drifted);
+        assert_eq!(ResourceStatus::worst([Drifted, Failed, Pending]), Failed);
+        assert_eq!(ResourceStatus::worst([Failed, Blocked]), Blocked);
+        let labels: Vec<&str> = [InSync, Pending, Drifted, Failed, Blocked]
+            .iter()
+            .map(|s| s.label())
+            .collect();
+        assert_eq!(
+            labels,
+            ["in sync", "pending", "drifted", "failed", "blocked"]
+        );
+    }
+}
