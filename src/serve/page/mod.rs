@@ -121,9 +121,16 @@ impl PageQuery {
     }
 }
 
+/// The page's headers on every answer (refusals and redirects included), and `Server-Timing`: how long
+/// the server took (browsers' developer tools and `benches/status_page.rs` read it).
 async fn security_headers(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let mut r = next.run(req).await;
+    let took = started.elapsed().as_secs_f64() * 1000.0;
     let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("page;dur={took:.2}")) {
+        h.insert("server-timing", v);
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
