@@ -1,11 +1,16 @@
-//! The HTTP face: `/health`, `/metrics`, and MCP over streamable HTTP at `/mcp/meta` and
-//! `/mcp/{project}` (one rmcp service per endpoint, created on first use, so a project added to `state/`
-//! gets its endpoint without a restart).
+//! The HTTP face: `/health`, `/metrics`, MCP over streamable HTTP at `/mcp/meta` and `/mcp/{project}`
+//! (one rmcp service per endpoint, created on first use, so a project added to `state/` gets its
+//! endpoint without a restart), and the status page ([`super::page`]: `/`, `/projects/{name}`, `/plan`,
+//! `/tasks`, `/vms`, `/login`, `/logout`).
 //!
-//! In front of MCP: bearer-token authentication (401 without a valid token, 403 on another project's
-//! endpoint; the scheme is case-insensitive), a throttle on clients that keep failing authentication
-//! (429 with `Retry-After` instead of 401; a valid token is always accepted; see [`super::guard`]), a per-token rate limit (429 with `Retry-After`), and
-//! rmcp's Host/Origin validation (DNS-rebinding protection) with configurable allowed hosts.
+//! In front of MCP and the page: the Host/Origin check ([`super::origin::OriginPolicy`], DNS-rebinding
+//! protection with configurable allowed hosts; rmcp gets the same lists and checks them again), then
+//! authentication ([`AppState::admit`], shared by both): bearer tokens (401 without a valid token, 403
+//! on another project's endpoint or, for the page, with any project token; the scheme is
+//! case-insensitive; the page also takes its login session), a throttle on clients that keep failing
+//! authentication (429 with `Retry-After` instead of 401; a valid token is always accepted; see
+//! [`super::guard`]) and a per-token rate limit (429 with `Retry-After`). `/health` and `/metrics` are
+//! for monitors and take neither.
 //!
 //! A POST body is read whole (at most [`MAX_BODY`], within [`BODY_READ_TIMEOUT`]) before rmcp sees it:
 //! a body that is not JSON is answered here with HTTP 400 and the JSON-RPC parse error (-32700). Each
