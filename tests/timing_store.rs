@@ -1501,6 +1501,34 @@ async fn the_calibration_counts_recent_actuals_inside_their_intervals(db: &TestD
         .await
         .unwrap();
 
+    // Each task says whether it ended inside (by the same rule the coverage counts with).
+    let listed = timing
+        .list(
+            &Scope::All,
+            ListTimers {
+                project: Some("shop".into()),
+                ..ListTimers::default()
+            },
+        )
+        .await
+        .unwrap();
+    let inside = |id: &str| {
+        listed
+            .iter()
+            .find(|t| t.task_id == id)
+            .unwrap()
+            .inside_interval
+    };
+    assert_eq!(
+        [
+            inside("in-1"),
+            inside("out-1"),
+            inside("in-2"),
+            inside("failed"),
+            inside("h1")
+        ],
+        [Some(true), Some(false), Some(true), None, None]
+    );
     let all = timing
         .interval_coverage(&Scope::All, None, 100)
         .await

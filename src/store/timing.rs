@@ -251,9 +251,13 @@ pub trait TimingRepo {
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRow>>;
     /// (running, of which started before `abandoned_before`).
     async fn timer_counts(&self, abandoned_before: DateTime<Utc>) -> Result<(i64, i64)>;
-    /// Of the newest `last` successful completions (of `project`, when given) that carry the
-    /// supervisor's interval: (how many, how many ended inside their interval).
-    async fn interval_coverage(&self, project: Option<&str>, last: i64) -> Result<(i64, i64)>;
+    /// The newest `last` successful completions (of `project`, when given) that carry the supervisor's
+    /// interval, newest first, as (actual, interval low, interval high) seconds.
+    async fn recent_intervals(
+        &self,
+        project: Option<&str>,
+        last: i64,
+    ) -> Result<Vec<(f64, f64, f64)>>;
     /// The tasks with these ids or in this parallel group.
     async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>>;
     /// The rows an estimate for a task type needs: the type's row of every project and every
@@ -490,22 +494,24 @@ macro_rules! timing_repo {
                 .map_err(StoreError::query("count running task timers"))
             }
 
-            async fn interval_coverage(&self, project: Option<&str>, last: i64) -> Result<(i64, i64)> {
+            async fn recent_intervals(
+                &self,
+                project: Option<&str>,
+                last: i64,
+            ) -> Result<Vec<(f64, f64, f64)>> {
                 sqlx::query_as(
-                    "SELECT count(*), coalesce(sum(CASE WHEN actual_seconds >= supervisor_interval_low_seconds
-                                                  AND actual_seconds <= supervisor_interval_high_seconds
-                                             THEN 1 ELSE 0 END), 0)
-                     FROM (SELECT actual_seconds, supervisor_interval_low_seconds, supervisor_interval_high_seconds
-                           FROM task_executions
-                           WHERE status = 'completed' AND supervisor_interval_low_seconds IS NOT NULL
-                             AND ($1 IS NULL OR project = $1)
-                           ORDER BY completed_at DESC LIMIT $2) AS recent",
+                    "SELECT actual_seconds, supervisor_interval_low_seconds, supervisor_interval_high_seconds
+                     FROM task_executions
+                     WHERE status = 'completed' AND supervisor_interval_low_seconds IS NOT NULL
+                       AND supervisor_interval_high_seconds IS NOT NULL AND actual_seconds IS NOT NULL
+                       AND ($1 IS NULL OR project = $1)
+                     ORDER BY completed_at DESC, id LIMIT $2",
                 )
                 .bind(project)
                 .bind(last)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
-                .map_err(StoreError::query("measure the estimator's interval coverage"))
+                .map_err(StoreError::query("read the recent estimate intervals"))
             }
 
             async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>> {

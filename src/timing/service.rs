@@ -205,6 +205,8 @@ pub struct TimerLine {
     /// The supervisor's 95 % interval when the timer started.
     pub supervisor_interval_low_seconds: Option<f64>,
     pub supervisor_interval_high_seconds: Option<f64>,
+    /// Whether a successfully completed task ended inside that interval.
+    pub inside_interval: Option<bool>,
     pub agent_type: Option<String>,
     pub agent_model: Option<String>,
     pub complexity: Option<String>,
@@ -350,6 +352,12 @@ impl IntervalCoverage {
             ),
         }
     }
+}
+
+/// Whether an actual duration fell inside the interval estimated for it (bounds included): the one rule
+/// behind [`IntervalCoverage`] and each task's [`TimerLine::inside_interval`].
+pub fn inside_interval(actual: f64, (low, high): (f64, f64)) -> bool {
+    actual >= low && actual <= high
 }
 
 /// How many recent completions [`Timing::interval_coverage`] looks at by default.
@@ -596,6 +604,13 @@ impl Timing {
             (false, Some(s)) => s,
             _ => (now - r.started_at).num_milliseconds() as f64 / 1000.0,
         };
+        let inside = match (r.status.as_str(), r.actual_seconds) {
+            ("completed", Some(actual)) => r
+                .supervisor_interval_low_seconds
+                .zip(r.supervisor_interval_high_seconds)
+                .map(|i| inside_interval(actual, i)),
+            _ => None,
+        };
         TimerLine {
             abandoned: running && r.started_at < self.abandoned_cutoff(now),
             task_id: r.id,
@@ -610,6 +625,7 @@ impl Timing {
             supervisor_estimate_seconds: r.supervisor_estimate_seconds,
             supervisor_interval_low_seconds: r.supervisor_interval_low_seconds,
             supervisor_interval_high_seconds: r.supervisor_interval_high_seconds,
+            inside_interval: inside,
             agent_type: r.agent,
             agent_model: r.agent_model,
             complexity: r.complexity,
@@ -783,10 +799,15 @@ impl Timing {
             (Scope::All, None) => None,
             (s, given) => Some(s.resolve(given)?),
         };
-        let (tasks, inside) = self
+        let recent = self
             .store
-            .interval_coverage(project.as_deref(), window)
+            .recent_intervals(project.as_deref(), window)
             .await?;
+        let tasks = recent.len() as i64;
+        let inside = recent
+            .iter()
+            .filter(|(actual, low, high)| inside_interval(*actual, (*low, *high)))
+            .count() as i64;
         Ok(IntervalCoverage {
             tasks,
             inside,

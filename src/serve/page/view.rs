@@ -343,10 +343,11 @@ fn durations_section(tasks: &[TimerLine]) -> Markup {
         interval: t
             .supervisor_interval_low_seconds
             .zip(t.supervisor_interval_high_seconds),
+        inside: t.inside_interval,
     };
     let bars: Vec<DurationBar> = done.iter().map(|t| bar(t)).collect();
-    let with = bars.iter().filter(|b| b.inside().is_some()).count();
-    let inside = bars.iter().filter(|b| b.inside() == Some(true)).count();
+    let with = bars.iter().filter(|b| b.inside.is_some()).count();
+    let inside = bars.iter().filter(|b| b.inside == Some(true)).count();
     let label = format!(
         "Actual against estimated duration of the {} most recent finished tasks, newest first: {inside} of the {with} with an interval ended inside it",
         done.len()
@@ -373,7 +374,7 @@ fn durations_section(tasks: &[TimerLine]) -> Markup {
                     td.num { (human_duration(b.actual)) }
                     td.num { (b.estimate.map(human_duration).unwrap_or_else(|| "—".into())) }
                     td { @match b.interval { Some((lo, hi)) => { (human_duration(lo)) " – " (human_duration(hi)) }, None => { span.muted { "—" } } } }
-                    td { @match b.inside() { Some(true) => { span.ok { "✓ yes" } }, Some(false) => { span.bad { "✗ no" } }, None => { span.muted { "—" } } } }
+                    td { @match b.inside { Some(true) => { span.ok { "✓ yes" } }, Some(false) => { span.bad { "✗ no" } }, None => { span.muted { "—" } } } }
                 }
             }
         }))
