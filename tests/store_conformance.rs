@@ -669,6 +669,28 @@ async fn journal_tracks_runs_and_interruptions(db: &TestDb) {
         (last.id.as_str(), last.status.as_str()),
         ("r2", "interrupted")
     );
+    // The status page's recent runs (newest first, bounded) and a run by id.
+    let recent: Vec<_> = s
+        .recent_runs(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    assert_eq!(
+        recent,
+        [
+            ("r2".to_string(), "interrupted".to_string()),
+            ("r1".to_string(), "failed".to_string())
+        ]
+    );
+    assert_eq!(s.recent_runs(1).await.unwrap().len(), 1);
+    let r1 = s.apply_run("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (r1.desired_revision.as_str(), r1.summary.0.clone()),
+        ("sha256:abc", json!({"add": 1}))
+    );
+    assert!(s.apply_run("r9").await.unwrap().is_none());
     let latest = s.latest_journal_entries().await.unwrap();
     let seen: Vec<_> = latest
         .iter()

@@ -166,9 +166,18 @@ async fn timers_start_complete_list_and_stats_without_a_state_directory(ws: Work
     assert_eq!(rows[1]["count"], 1);
     assert_eq!(rows[1]["mean_seconds"], 2700.0);
     assert_eq!(rows[1]["own_estimate_bias"], 1.5);
+    // No timer started with history to estimate from: nothing to calibrate yet.
+    assert_eq!(
+        stats["interval_coverage"],
+        serde_json::json!({"tasks": 0, "inside": 0, "share": null, "window": 100})
+    );
     let text = ws.ok(&["timing", "stats", "--project", "shop"], 0);
     assert!(
         text.contains("docs") && text.contains("45 min") && text.contains("100 %"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Calibration: no completed task has an estimated interval yet"),
         "{text}"
     );
     // No state directory was needed or created.

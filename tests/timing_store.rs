@@ -31,6 +31,7 @@ conformance!(
     estimates_fall_back_and_use_similar_tasks_and_own_estimates,
     parallel_groups_report_order_efficiency_and_time_saved,
     import_errors_name_the_line_and_import_nothing,
+    the_calibration_counts_recent_actuals_inside_their_intervals,
 );
 
 fn at(h: u32, m: u32) -> chrono::DateTime<Utc> {
@@ -50,6 +51,7 @@ fn new_task(id: &str, project: &str, ty: &str, desc: &str) -> NewTask {
         complexity: Some("medium".into()),
         estimated_seconds: Some(600.0),
         supervisor_estimate_seconds: None,
+        supervisor_interval: None,
         started_at: at(10, 0),
     }
 }
@@ -1397,4 +1399,173 @@ async fn import_errors_name_the_line_and_import_nothing(db: &TestDb) {
     assert_eq!((r.read, r.imported, r.skipped), (1, 0, 1));
     assert_eq!(stats_row(db, "bug", "shop").await.unwrap().log.n, 1);
     let _ = Arc::clone(&db.store);
+}
+
+/// The estimator's running calibration: a timer started with history keeps the interval it was given,
+/// and the coverage counts the newest successful completions that have one (per project, in a window).
+async fn the_calibration_counts_recent_actuals_inside_their_intervals(db: &TestDb) {
+    let timing = Timing::new(db.store.clone());
+    let none = timing
+        .interval_coverage(&Scope::All, None, 100)
+        .await
+        .unwrap();
+    assert_eq!((none.tasks, none.inside, none.share), (0, 0, None));
+    assert!(
+        none.describe()
+            .starts_with("no completed task has an estimated interval yet")
+    );
+    // History (imported tasks carry no interval and are never counted).
+    import(
+        db,
+        (1..=6)
+            .map(|i| {
+                imported(
+                    &format!("h{i}"),
+                    "shop",
+                    "feature",
+                    "Add a page",
+                    1500.0 + 120.0 * f64::from(i),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    // (task, project, seconds): shop's two inside, one outside; blog's one inside its own interval.
+    for (id, project, seconds) in [
+        ("in-1", "shop", 1800.0),
+        ("out-1", "shop", 72_000.0),
+        ("in-2", "shop", 1900.0),
+        ("blog-1", "blog", 1800.0),
+    ] {
+        let started = timing
+            .start(
+                &Scope::All,
+                StartTimer {
+                    task_id: Some(id.into()),
+                    description: "Add a gift card page".into(),
+                    task_type: "feature".into(),
+                    project: Some(project.into()),
+                    ..StartTimer::default()
+                },
+            )
+            .await
+            .unwrap();
+        let e = started.estimate.expect("history to estimate from");
+        let row = db.store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                row.supervisor_interval_low_seconds,
+                row.supervisor_interval_high_seconds
+            ),
+            (Some(e.interval_low_seconds), Some(e.interval_high_seconds)),
+            "the interval is kept with the timer"
+        );
+        timing
+            .complete(
+                &Scope::All,
+                CompleteTimer {
+                    task_id: id.into(),
+                    duration_seconds: Some(seconds),
+                    ..CompleteTimer::default()
+                },
+            )
+            .await
+            .unwrap();
+        // Completions must be ordered in time for the window below.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A failed task never counts; a running one neither.
+    timing
+        .start(
+            &Scope::All,
+            StartTimer {
+                task_id: Some("failed".into()),
+                description: "Add a page".into(),
+                task_type: "feature".into(),
+                project: Some("shop".into()),
+                ..StartTimer::default()
+            },
+        )
+        .await
+        .unwrap();
+    timing
+        .complete(
+            &Scope::All,
+            CompleteTimer {
+                task_id: "failed".into(),
+                success: Some(false),
+                duration_seconds: Some(1800.0),
+                ..CompleteTimer::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Each task says whether it ended inside (by the same rule the coverage counts with).
+    let listed = timing
+        .list(
+            &Scope::All,
+            ListTimers {
+                project: Some("shop".into()),
+                ..ListTimers::default()
+            },
+        )
+        .await
+        .unwrap();
+    let inside = |id: &str| {
+        listed
+            .iter()
+            .find(|t| t.task_id == id)
+            .unwrap()
+            .inside_interval
+    };
+    assert_eq!(
+        [
+            inside("in-1"),
+            inside("out-1"),
+            inside("in-2"),
+            inside("failed"),
+            inside("h1")
+        ],
+        [Some(true), Some(false), Some(true), None, None]
+    );
+    let all = timing
+        .interval_coverage(&Scope::All, None, 100)
+        .await
+        .unwrap();
+    assert_eq!((all.tasks, all.inside), (4, 3), "{all:?}");
+    assert_eq!(all.share, Some(0.75));
+    assert_eq!(
+        all.describe(),
+        "3 of the last 4 completed tasks (75 %) ended inside the 95 % interval estimated when they started"
+    );
+    let shop = timing
+        .interval_coverage(&Scope::All, Some("shop"), 100)
+        .await
+        .unwrap();
+    assert_eq!((shop.tasks, shop.inside), (3, 2));
+    // The window holds the newest: blog-1 and in-2.
+    let last_two = timing
+        .interval_coverage(&Scope::All, None, 2)
+        .await
+        .unwrap();
+    assert_eq!((last_two.tasks, last_two.inside), (2, 2));
+    // A project's endpoint sees its own project only.
+    let blog = timing
+        .interval_coverage(&Scope::Project("blog".into()), None, 100)
+        .await
+        .unwrap();
+    assert_eq!((blog.tasks, blog.inside), (1, 1));
+    assert!(
+        timing
+            .interval_coverage(&Scope::Project("blog".into()), Some("shop"), 100)
+            .await
+            .is_err()
+    );
+    assert!(
+        timing
+            .interval_coverage(&Scope::All, None, 0)
+            .await
+            .is_err()
+    );
 }

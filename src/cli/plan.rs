@@ -10,6 +10,7 @@ use serde_json::json;
 use super::common::{cli_actor, runtime};
 use super::output::Style;
 use super::{ApplyArgs, Context, PlanArgs};
+use crate::engine::render::LineKind;
 use crate::engine::{ApplyEvent, Engine, EngineError, Plan, Scope, render};
 use crate::ops::{self, ApplyHooks, ApplyOutcome, ApplyRequest, Approval, OpsError, Refusal};
 use crate::state::{Desired, edit::write_atomic};
@@ -48,19 +49,12 @@ fn paint_plan(ctx: &Context, text: &str) -> String {
     }
     text.lines()
         .map(|l| {
-            let t = l.trim_start();
-            let style = if t.starts_with("-/+") || t.starts_with("- ") {
-                Some(Style::Red)
-            } else if t.starts_with("+ ") || t.starts_with("+\u{20}") {
-                Some(Style::Green)
-            } else if t.starts_with("~ ") || t.starts_with('!') {
-                Some(Style::Yellow)
-            } else if t.starts_with('✗') {
-                Some(Style::Red)
-            } else if !l.starts_with(' ') && !l.is_empty() {
-                Some(Style::Bold)
-            } else {
-                None
+            let style = match render::line_kind(l) {
+                LineKind::Destroy | LineKind::Error => Some(Style::Red),
+                LineKind::Create => Some(Style::Green),
+                LineKind::Update | LineKind::Warning => Some(Style::Yellow),
+                LineKind::Heading => Some(Style::Bold),
+                LineKind::Plain => None,
             };
             match style {
                 Some(s) => ctx.out.paint(l, s),

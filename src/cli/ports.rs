@@ -1,14 +1,11 @@
 //! `ports list` and `ports audit`.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use super::Context;
-use super::common::{load_desired, open_store, runtime};
+use super::common::runtime;
 use super::output::Style;
 use crate::ops::Visibility;
-use crate::providers::{ports_audit, sockets};
-use crate::store::DEFAULT_HOST;
 
 pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<ExitCode> {
     let rt = match runtime(ctx).await? {
@@ -57,20 +54,11 @@ pub async fn list(ctx: &Context, project: Option<String>) -> anyhow::Result<Exit
 }
 
 pub async fn audit(ctx: &Context) -> anyhow::Result<ExitCode> {
-    let desired = match load_desired(ctx) {
-        Ok(d) => d,
+    let rt = match runtime(ctx).await? {
+        Ok(rt) => rt,
         Err(code) => return Ok(code),
     };
-    let store = open_store(ctx).await?;
-    let reg = store.port_registry(DEFAULT_HOST).await?;
-    let listeners =
-        sockets::listening().map_err(|e| anyhow::anyhow!("cannot read /proc/net/tcp: {e}"))?;
-    let paths: HashMap<String, std::path::PathBuf> = desired
-        .projects
-        .values()
-        .filter_map(|p| p.path.clone().map(|path| (p.name.clone(), path)))
-        .collect();
-    let report = ports_audit::audit(&reg, &paths, &listeners);
+    let report = crate::ops::ports::audit(&rt).await?;
     if ctx.out.json {
         ctx.out.json(&report)?;
     } else {

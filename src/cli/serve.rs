@@ -111,7 +111,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(cfg.resync_interval_secs.max(1)),
     ));
     eprintln!(
-        "supervisor serving on http://{bound} — /health, /metrics, /mcp/meta, /mcp/<project>{}{}",
+        "supervisor serving on http://{bound} — status page at /, /health, /metrics, /mcp/meta, /mcp/<project>{}{}",
         if args.no_auth {
             " (no auth: loopback only)"
         } else {

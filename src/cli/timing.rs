@@ -13,7 +13,8 @@ use super::common::open_store;
 use super::output::Style;
 use super::{Context, TimingCommand, TimingGroupCommand};
 use crate::timing::service::{
-    CompleteTimer, EstimateOut, EstimateRequest, ListTimers, StartGroup, StartTimer, StatsLine,
+    COVERAGE_WINDOW, CompleteTimer, EstimateOut, EstimateRequest, ListTimers, StartGroup,
+    StartTimer, StatsLine,
 };
 use crate::timing::{Complexity, Scope, Timing, history, human_duration, parse_duration};
 
@@ -188,10 +189,18 @@ pub async fn run(ctx: &Context, command: TimingCommand) -> anyhow::Result<ExitCo
             let lines = timing
                 .stats(&all, task_type.as_deref(), project.as_deref())
                 .await?;
+            let coverage = timing
+                .interval_coverage(&all, project.as_deref(), COVERAGE_WINDOW)
+                .await?;
             if ctx.out.json {
-                return json(ctx, &serde_json::json!({ "stats": lines }));
+                return json(
+                    ctx,
+                    &serde_json::json!({ "stats": lines, "interval_coverage": coverage }),
+                );
             }
-            ctx.out.text(&stats_table(&lines))?;
+            let mut text = stats_table(&lines);
+            text.push_str(&format!("Calibration: {}.\n", coverage.describe()));
+            ctx.out.text(&text)?;
         }
         TimingCommand::List(a) => {
             let timers = timing

@@ -103,6 +103,45 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// What a line of [`plan_text`] is, by its first characters: how a face (terminal colours, the status
+/// page's classes) marks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// `-` delete or `-/+` replace.
+    Destroy,
+    /// `+` create.
+    Create,
+    /// `~` update.
+    Update,
+    /// `!` a warning.
+    Warning,
+    /// `✗` an error.
+    Error,
+    /// A provider's section header or the summary line.
+    Heading,
+    /// A diff line or an empty line.
+    Plain,
+}
+
+pub fn line_kind(line: &str) -> LineKind {
+    let t = line.trim_start();
+    if t.starts_with("-/+") || t.starts_with("- ") {
+        LineKind::Destroy
+    } else if t.starts_with("+ ") {
+        LineKind::Create
+    } else if t.starts_with("~ ") {
+        LineKind::Update
+    } else if t.starts_with('!') {
+        LineKind::Warning
+    } else if t.starts_with('✗') {
+        LineKind::Error
+    } else if !line.starts_with(' ') && !line.is_empty() {
+        LineKind::Heading
+    } else {
+        LineKind::Plain
+    }
+}
+
 /// The line an apply prints when a change starts or ends.
 pub fn action_verb(action: Action, done: bool) -> &'static str {
     match (action, done) {
@@ -202,5 +241,49 @@ mod tests {
             plan_text(&plan(vec![], vec![])),
             "No changes. Reality matches the desired state.\n"
         );
+    }
+
+    #[test]
+    fn every_line_of_a_plan_has_a_kind_for_the_faces() {
+        let mut p = plan(
+            vec![
+                change("ports/a/x", Action::Create, "port 3000"),
+                change("ports/a/y", Action::Update, "port 3001 → 3005"),
+                change("ports/b/z", Action::Delete, "port 3100"),
+                change("ports/b/w", Action::Replace, "port 3101"),
+            ],
+            vec![Notice {
+                provider: "secrets".into(),
+                address: None,
+                project: None,
+                message: "project/a/k is required".into(),
+            }],
+        );
+        p.changes[0].diff = Some("+added line".into());
+        p.errors.push(Notice {
+            provider: "ports".into(),
+            address: None,
+            project: None,
+            message: "no free block".into(),
+        });
+        let text = plan_text(&p);
+        let kinds: Vec<LineKind> = text.lines().map(line_kind).collect();
+        let expected = [
+            LineKind::Heading, // ports
+            LineKind::Create,
+            LineKind::Plain, // the diff, indented
+            LineKind::Update,
+            LineKind::Destroy,
+            LineKind::Destroy, // -/+
+            LineKind::Plain,   // blank
+            LineKind::Heading, // secrets
+            LineKind::Warning,
+            LineKind::Plain,
+            LineKind::Heading, // errors (…)
+            LineKind::Error,
+            LineKind::Plain,
+            LineKind::Heading, // Plan failed: …
+        ];
+        assert_eq!(kinds, expected, "{text}");
     }
 }

@@ -26,6 +26,37 @@ impl ResourceStatus {
     pub fn is_problem(self) -> bool {
         matches!(self, ResourceStatus::Failed | ResourceStatus::Blocked)
     }
+
+    /// The words people read (`in sync`, `pending`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            ResourceStatus::InSync => "in sync",
+            ResourceStatus::Pending => "pending",
+            ResourceStatus::Drifted => "drifted",
+            ResourceStatus::Failed => "failed",
+            ResourceStatus::Blocked => "blocked",
+        }
+    }
+
+    /// How much attention it needs: in sync < pending < drifted < failed < blocked.
+    fn severity(self) -> u8 {
+        match self {
+            ResourceStatus::InSync => 0,
+            ResourceStatus::Pending => 1,
+            ResourceStatus::Drifted => 2,
+            ResourceStatus::Failed => 3,
+            ResourceStatus::Blocked => 4,
+        }
+    }
+
+    /// The state of a group of resources (a project): the one needing the most attention; in sync when
+    /// there are none.
+    pub fn worst(statuses: impl IntoIterator<Item = ResourceStatus>) -> ResourceStatus {
+        statuses
+            .into_iter()
+            .max_by_key(|s| s.severity())
+            .unwrap_or(ResourceStatus::InSync)
+    }
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -39,6 +70,9 @@ pub struct ResourceLine {
     pub pending: Option<Action>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The apply run that last changed it successfully.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_applied_run: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -113,6 +147,9 @@ pub fn report(
             last_applied_at: entry
                 .filter(|e| e.status == "succeeded")
                 .and_then(|e| e.finished_at),
+            last_applied_run: entry
+                .filter(|e| e.status == "succeeded")
+                .map(|e| e.run_id.clone()),
             error: match blocked {
                 Some(n) => Some(n.message.clone()),
                 None => failed
@@ -138,5 +175,32 @@ pub fn report(
         resources,
         warnings: plan.warnings.clone(),
         errors: plan.errors.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResourceStatus::*;
+    use super::*;
+
+    #[test]
+    fn a_group_is_as_bad_as_its_worst_resource() {
+        assert_eq!(
+            ResourceStatus::worst([]),
+            InSync,
+            "nothing declared is nothing out of sync"
+        );
+        assert_eq!(ResourceStatus::worst([InSync, Pending, InSync]), Pending);
+        assert_eq!(ResourceStatus::worst([Pending, Drifted]), Drifted);
+        assert_eq!(ResourceStatus::worst([Drifted, Failed, Pending]), Failed);
+        assert_eq!(ResourceStatus::worst([Failed, Blocked]), Blocked);
+        let labels: Vec<&str> = [InSync, Pending, Drifted, Failed, Blocked]
+            .iter()
+            .map(|s| s.label())
+            .collect();
+        assert_eq!(
+            labels,
+            ["in sync", "pending", "drifted", "failed", "blocked"]
+        );
     }
 }

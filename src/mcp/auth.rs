@@ -103,8 +103,14 @@ pub async fn verify(store: &dyn Store, presented: &str) -> Result<Option<Princip
     if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 128 {
         return Ok(None);
     }
+    verify_hash(store, &hash_token(presented)).await
+}
+
+/// Looks a token up by its hash ([`hash_token`]) — for a login session, which keeps the hash and never
+/// the token; `None` when unknown or revoked.
+pub async fn verify_hash(store: &dyn Store, hash: &str) -> Result<Option<Principal>, StoreError> {
     Ok(store
-        .token_by_hash(&hash_token(presented))
+        .token_by_hash(hash)
         .await?
         .map(|row| match row.project {
             Some(project) => Principal::Project {
@@ -115,7 +121,8 @@ pub async fn verify(store: &dyn Store, presented: &str) -> Result<Option<Princip
         }))
 }
 
-fn base64url(bytes: &[u8]) -> String {
+/// `bytes` in base64url without padding (tokens, the status page's session ids).
+pub fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {

@@ -1,5 +1,9 @@
 //! Ports as agents and people ask for them: one service's port (declaring and allocating it when
-//! needed), and the listing `ports list` and the MCP `list_ports` tool both show.
+//! needed), the listing `ports list` and the MCP `list_ports` tool both show, and the audit against the
+//! sockets listening on this host (`ports audit`, the status page's port grid).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -7,6 +11,8 @@ use super::apply::{ApplyOutcome, ApplyRequest, Unattended, apply};
 use super::{OpsError, Runtime, Visibility};
 use crate::engine::Scope;
 use crate::providers::ports::{PortLine, port_lines};
+use crate::providers::ports_audit::{self, AuditReport};
+use crate::providers::sockets;
 use crate::state::edit;
 use crate::store::{DEFAULT_HOST, PortRange, SharedPort};
 
@@ -179,4 +185,21 @@ pub async fn list_ports(
             .collect(),
         shared: reg.shared,
     })
+}
+
+/// `ports audit` and the status page's port grid: the registry against the TCP sockets listening on
+/// this host (`/proc`, read on the blocking pool), with the conflicts between them.
+pub async fn audit(rt: &Runtime) -> Result<AuditReport, OpsError> {
+    let desired = rt.desired().await;
+    let registry = rt.store.port_registry(DEFAULT_HOST).await?;
+    let listeners = tokio::task::spawn_blocking(sockets::listening)
+        .await
+        .map_err(|e| OpsError::Internal(format!("reading /proc/net/tcp panicked: {e}")))?
+        .map_err(|e| OpsError::Internal(format!("cannot read /proc/net/tcp: {e}")))?;
+    let paths: HashMap<String, PathBuf> = desired
+        .projects
+        .values()
+        .filter_map(|p| p.path.clone().map(|path| (p.name.clone(), path)))
+        .collect();
+    Ok(ports_audit::audit(&registry, &paths, &listeners))
 }

@@ -283,6 +283,13 @@ impl Runtime {
         }
     }
 
+    /// The timing service over this runtime's store, with this host's abandoned age (`[timing]`).
+    pub fn timing(&self) -> crate::timing::Timing {
+        crate::timing::Timing::new(self.store.clone()).with_abandoned_after(
+            std::time::Duration::from_secs(self.settings.file.timing.abandoned_after_secs),
+        )
+    }
+
     /// Plans `scope` from the last good desired state.
     pub async fn plan(&self, scope: &Scope, actor: &str) -> Result<Plan, OpsError> {
         let desired = self.desired().await;

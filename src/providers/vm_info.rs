@@ -84,6 +84,19 @@ pub struct UsageReport {
     /// Why there are no numbers (`not reported: …`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The samples, oldest first (the status page draws them; left out of JSON answers, which carry
+    /// the summary).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub points: Vec<UsagePoint>,
+}
+
+/// One aligned sample of a percentage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsagePoint {
+    /// RFC 3339, the end of the sample's interval.
+    pub at: String,
+    pub percent: f64,
 }
 
 impl UsageReport {
@@ -95,6 +108,7 @@ impl UsageReport {
             current_percent: None,
             samples: 0,
             note: Some(note),
+            points: Vec::new(),
         }
     }
 }
@@ -147,6 +161,14 @@ pub fn usage_report(series: &[TimeSeries], scale: f64, why_missing: &str) -> Usa
         current_percent: Some(round1(v[0].1)),
         samples: v.len() as i64,
         note: None,
+        points: v
+            .iter()
+            .rev()
+            .map(|(at, percent)| UsagePoint {
+                at: at.clone(),
+                percent: *percent,
+            })
+            .collect(),
     }
 }
 

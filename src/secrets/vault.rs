@@ -458,25 +458,36 @@ pub async fn health_of(
     store: &dyn Store,
     project: Option<&str>,
 ) -> Result<VaultHealth, StoreError> {
-    let now = Utc::now();
     let filter = SecretFilter {
         project: project.map(str::to_string),
         ..Default::default()
     };
     let all = store.list_secrets(&filter).await?;
-    Ok(VaultHealth {
-        total: all.len(),
-        expired: all
+    Ok(VaultHealth::of(&all, project, Utc::now()))
+}
+
+impl VaultHealth {
+    /// The health of the secrets among `listed` that belong to `project` (all of them when `None`), at
+    /// `now`. Pure.
+    pub fn of(listed: &[SecretMeta], project: Option<&str>, now: DateTime<Utc>) -> VaultHealth {
+        let mine: Vec<&SecretMeta> = listed
             .iter()
-            .filter(|m| is_expired(m.expires_at, now))
-            .map(|m| m.path.clone())
-            .collect(),
-        rotation_required: all
-            .iter()
-            .filter(|m| m.rotation_required)
-            .map(|m| m.path.clone())
-            .collect(),
-    })
+            .filter(|m| project.is_none_or(|p| m.project.as_deref() == Some(p)))
+            .collect();
+        VaultHealth {
+            total: mine.len(),
+            expired: mine
+                .iter()
+                .filter(|m| is_expired(m.expires_at, now))
+                .map(|m| m.path.clone())
+                .collect(),
+            rotation_required: mine
+                .iter()
+                .filter(|m| m.rotation_required)
+                .map(|m| m.path.clone())
+                .collect(),
+        }
+    }
 }
 
 /// A secret as the original service stored it (see `legacy.rs`).

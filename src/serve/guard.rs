@@ -3,7 +3,8 @@
 //!
 //! * [`TtlCache`] — verified tokens, kept a short time (revocation takes effect within the TTL) and at
 //!   most `capacity` of them. Refused tokens are never cached: every distinct made-up token would be an
-//!   entry.
+//!   entry. The status page's login sessions are one too (idle expiry, created only by a valid meta
+//!   token).
 //! * [`FailedAuth`] — a token bucket of authentication *failures* per client address (IPv4 address, or
 //!   IPv6 /64): a client that keeps failing gets `429` with `Retry-After` instead of `401` until it
 //!   pauses. At most `capacity` clients are tracked; when full, clients whose bucket has refilled are
@@ -47,6 +48,28 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
             .get(key)
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(v, _)| v.clone())
+    }
+
+    /// Like [`Self::get`], and restarts the entry's time to live: the entry expires after `ttl` without
+    /// use (an idle timeout).
+    pub fn get_refreshed(&self, key: &K) -> Option<V> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(key) {
+            Some((v, at)) if at.elapsed() < self.ttl => {
+                *at = Instant::now();
+                Some(v.clone())
+            }
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remove(&self, key: &K) -> Option<V> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key).map(|(v, _)| v)
     }
 
     pub fn insert(&self, key: K, value: V) {
@@ -260,6 +283,31 @@ mod tests {
         let short = TtlCache::new(Duration::from_millis(0), 10);
         short.insert("k", 1);
         assert_eq!(short.get(&"k"), None, "expired entries are not returned");
+        assert_eq!(short.get_refreshed(&"k"), None);
+        assert_eq!(
+            short.len(),
+            0,
+            "an expired entry read with refresh is dropped"
+        );
+    }
+
+    #[test]
+    fn a_refreshed_entry_lives_while_it_is_used() {
+        let cache = TtlCache::new(Duration::from_millis(60), 10);
+        cache.insert("s", 1);
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(30));
+            assert_eq!(
+                cache.get_refreshed(&"s"),
+                Some(1),
+                "used within the idle time"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(cache.get_refreshed(&"s"), None, "idle longer than the TTL");
+        cache.insert("t", 2);
+        assert_eq!(cache.remove(&"t"), Some(2));
+        assert_eq!(cache.get(&"t"), None);
     }
 
     #[test]

@@ -1,11 +1,16 @@
-//! The HTTP face: `/health`, `/metrics`, and MCP over streamable HTTP at `/mcp/meta` and
-//! `/mcp/{project}` (one rmcp service per endpoint, created on first use, so a project added to `state/`
-//! gets its endpoint without a restart).
+//! The HTTP face: `/health`, `/metrics`, MCP over streamable HTTP at `/mcp/meta` and `/mcp/{project}`
+//! (one rmcp service per endpoint, created on first use, so a project added to `state/` gets its
+//! endpoint without a restart), and the status page ([`super::page`]: `/`, `/projects/{name}`, `/plan`,
+//! `/tasks`, `/vms`, `/login`, `/logout`).
 //!
-//! In front of MCP: bearer-token authentication (401 without a valid token, 403 on another project's
-//! endpoint; the scheme is case-insensitive), a throttle on clients that keep failing authentication
-//! (429 with `Retry-After` instead of 401; a valid token is always accepted; see [`super::guard`]), a per-token rate limit (429 with `Retry-After`), and
-//! rmcp's Host/Origin validation (DNS-rebinding protection) with configurable allowed hosts.
+//! In front of MCP and the page: the Host/Origin check ([`super::origin::OriginPolicy`], DNS-rebinding
+//! protection with configurable allowed hosts; rmcp gets the same lists and checks them again), then
+//! authentication ([`AppState::admit`], shared by both): bearer tokens (401 without a valid token, 403
+//! on another project's endpoint or, for the page, with any project token; the scheme is
+//! case-insensitive; the page also takes its login session), a throttle on clients that keep failing
+//! authentication (429 with `Retry-After` instead of 401; a valid token is always accepted; see
+//! [`super::guard`]) and a per-token rate limit (429 with `Retry-After`). `/health` and `/metrics` are
+//! for monitors and take neither.
 //!
 //! A POST body is read whole (at most [`MAX_BODY`], within [`BODY_READ_TIMEOUT`]) before rmcp sees it:
 //! a body that is not JSON is answered here with HTTP 400 and the JSON-RPC parse error (-32700). Each
@@ -31,6 +36,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{FailedAuth, SessionLimits, TtlCache};
+use super::origin::OriginPolicy;
 use crate::mcp::auth::{self, Principal};
 use crate::mcp::{Endpoint, McpServer};
 use crate::ops::Runtime;
@@ -72,16 +78,68 @@ pub const MAX_BODY: usize = 8 << 20;
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const SESSION_HEADER: &str = "mcp-session-id";
 
-struct AppState {
-    rt: Arc<Runtime>,
-    cfg: HttpConfig,
+/// What every route shares: the runtime, the configuration, the Host/Origin policy, authentication and
+/// its bounded caches, the MCP services and the status page's login sessions.
+pub(super) struct AppState {
+    pub(super) rt: Arc<Runtime>,
+    pub(super) cfg: HttpConfig,
+    pub(super) origin: OriginPolicy,
     mcp_config: StreamableHttpServerConfig,
     endpoints: Mutex<HashMap<Endpoint, EndpointService>>,
     auth_cache: TtlCache<String, Principal>,
-    failed_auth: FailedAuth,
+    pub(super) failed_auth: FailedAuth,
     sessions: SessionLimits,
+    /// The status page's logins: hash of a session id → hash of the meta token that opened it.
+    pub(super) logins: TtlCache<String, String>,
     touched: Mutex<HashMap<String, Instant>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// What a request presented to authenticate.
+pub(super) enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// The hash of the token a login session was opened with.
+    TokenHash(String),
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// No credential at all.
+    Missing,
+    /// An unknown, malformed or revoked token.
+    Invalid,
+    /// This address failed too often: retry after that many seconds.
+    Throttled(u64),
+    /// This token's rate limit is exhausted: retry after that many seconds.
+    RateLimited(u64),
+    /// The token store could not be asked.
+    StoreDown,
+}
+
+/// The bearer token of `Authorization` (RFC 7235: the scheme is case-insensitive).
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once([' ', '\t']))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string())
+}
+
+/// The client's address (for the failure throttle).
+pub(super) fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn with_retry_after(mut r: Response, seconds: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -141,14 +199,15 @@ impl AppState {
             .clone()
     }
 
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, crate::store::StoreError> {
-        let key = auth::hash_token(token);
-        if let Some(p) = self.auth_cache.get(&key) {
+    /// The principal of the token whose hash is `key` (cached briefly; revocation takes effect within
+    /// [`AUTH_CACHE_TTL`]).
+    async fn verify_hash(&self, key: &str) -> Result<Option<Principal>, crate::store::StoreError> {
+        if let Some(p) = self.auth_cache.get(&key.to_string()) {
             return Ok(Some(p));
         }
-        let principal = auth::verify(self.rt.store.as_ref(), token).await?;
+        let principal = auth::verify_hash(self.rt.store.as_ref(), key).await?;
         if let Some(p) = &principal {
-            self.auth_cache.insert(key, p.clone());
+            self.auth_cache.insert(key.to_string(), p.clone());
         }
         if let Some(id) = principal.as_ref().and_then(|p| p.token_id()) {
             let due = {
@@ -190,6 +249,94 @@ impl AppState {
             Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
         }
     }
+
+    /// Admits a request that presented `credential` from `client`: its principal, or why not. A failure
+    /// counts against the client's address ([`FailedAuth`]): an address that keeps failing is answered
+    /// [`Refused::Throttled`] — but a valid credential is accepted whatever its address did (behind a
+    /// reverse proxy or cloudflared every client shares one address, and one client's failures must
+    /// not lock the others out). Then the token's rate limit.
+    pub(super) async fn admit(
+        &self,
+        credential: Option<Credential>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Principal, Refused> {
+        let throttled = client.and_then(|ip| self.failed_auth.check(ip).err());
+        let refuse = |why: Refused| {
+            if let Some(ip) = client {
+                self.failed_auth.failed(ip);
+            }
+            match throttled {
+                Some(retry) => {
+                    self.rt.metrics.rejected("auth_throttled");
+                    Refused::Throttled(retry)
+                }
+                None => {
+                    self.rt.metrics.rejected("unauthorized");
+                    why
+                }
+            }
+        };
+        let key = match credential {
+            None => return Err(refuse(Refused::Missing)),
+            Some(Credential::Bearer(token)) => {
+                if !token.starts_with(auth::TOKEN_PREFIX) || token.len() > 128 {
+                    return Err(refuse(Refused::Invalid));
+                }
+                auth::hash_token(&token)
+            }
+            Some(Credential::TokenHash(hash)) => hash,
+        };
+        let principal = match self.verify_hash(&key).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(refuse(Refused::Invalid)),
+            Err(e) => {
+                tracing::error!(error = %e, "token lookup failed");
+                return Err(Refused::StoreDown);
+            }
+        };
+        if let Err(retry) = self.take(principal.token_id().unwrap_or("local")) {
+            self.rt.metrics.rejected("rate_limited");
+            return Err(Refused::RateLimited(retry));
+        }
+        Ok(principal)
+    }
+}
+
+/// MCP's answer to a refused request: JSON, 401 with `WWW-Authenticate`, 429 with `Retry-After`, 503.
+fn refused_json(why: Refused) -> Response {
+    match why {
+        Refused::Missing | Refused::Invalid => {
+            let message = if why == Refused::Missing {
+                "missing bearer token: send `Authorization: Bearer <token>` (create one with `supervisor token create`)"
+            } else {
+                "invalid or revoked token"
+            };
+            let mut r = json_error(StatusCode::UNAUTHORIZED, message);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"supervisor\""),
+            );
+            r
+        }
+        Refused::Throttled(retry) => with_retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address; wait before retrying",
+            ),
+            retry,
+        ),
+        Refused::RateLimited(retry) => with_retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded for this token; slow down",
+            ),
+            retry,
+        ),
+        Refused::StoreDown => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the token store is unreachable; retry shortly",
+        ),
+    }
 }
 
 async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -199,73 +346,23 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
         });
         return next.run(req).await;
     }
-    // RFC 7235: the scheme is case-insensitive (`Bearer`, `bearer`, `BEARER`).
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once([' ', '\t']))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string());
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    // A client that keeps failing authentication is answered 429 instead of 401 until it pauses. A
-    // valid token is accepted whatever its address did: behind a reverse proxy or cloudflared every
-    // client shares one address, and one client's failures must not lock the others out.
-    let throttled = client.and_then(|ip| st.failed_auth.check(ip).err());
-    let refuse = |status_401_message: &str| {
-        if let Some(ip) = client {
-            st.failed_auth.failed(ip);
+    let credential = bearer(req.headers()).map(Credential::Bearer);
+    match st.admit(credential, client_ip(&req)).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
         }
-        if let Some(retry) = throttled {
-            st.rt.metrics.rejected("auth_throttled");
-            let mut r = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentications from this address; wait before retrying",
-            );
-            if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
-        }
-        st.rt.metrics.rejected("unauthorized");
-        let mut r = json_error(StatusCode::UNAUTHORIZED, status_401_message);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"supervisor\""),
-        );
-        r
-    };
-    let Some(token) = presented else {
-        return refuse(
-            "missing bearer token: send `Authorization: Bearer <token>` (create one with `supervisor token create`)",
-        );
-    };
-    let principal = match st.verify(&token).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return refuse("invalid or revoked token"),
-        Err(e) => {
-            tracing::error!(error = %e, "token lookup failed");
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the token store is unreachable; retry shortly",
-            );
-        }
-    };
-    if let Err(retry) = st.take(principal.token_id().unwrap_or("local")) {
-        st.rt.metrics.rejected("rate_limited");
-        let mut r = json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded for this token; slow down",
-        );
-        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        Err(why) => refused_json(why),
     }
-    req.extensions_mut().insert(principal);
+}
+
+/// The Host/Origin check ([`OriginPolicy::check`]) in front of every route a browser can reach.
+async fn allowed_origin(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Err(why) = st.origin.check(req.headers()) {
+        st.rt.metrics.rejected("host_not_allowed");
+        tracing::warn!(reason = %why, "refused a request's Host or Origin (possible DNS rebinding)");
+        return json_error(why.status(), &why.to_string());
+    }
     next.run(req).await
 }
 
@@ -402,13 +499,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         ),
     };
     let timers = if reachable {
-        crate::timing::Timing::new(rt.store.clone())
-            .with_abandoned_after(Duration::from_secs(
-                rt.settings.file.timing.abandoned_after_secs,
-            ))
-            .timer_counts()
-            .await
-            .ok()
+        rt.timing().timer_counts().await.ok()
     } else {
         None
     };
@@ -451,27 +542,11 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 
 /// The application: routes, auth, limits.
 pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -> Router {
-    let port = cfg.listen.port();
-    let mut hosts: Vec<String> = vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-        "[::1]".into(),
-    ];
-    hosts.extend(cfg.allowed_hosts.iter().cloned());
-    let mut origins: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
-        .iter()
-        .flat_map(|h| [format!("http://{h}:*"), format!("https://{h}:*")])
-        .collect();
-    origins.extend(
-        cfg.allowed_hosts
-            .iter()
-            .flat_map(|h| [format!("https://{h}:*"), format!("http://{h}:*")]),
-    );
-    tracing::debug!(port, ?hosts, "MCP allowed hosts");
+    let origin = OriginPolicy::new(&cfg.allowed_hosts);
+    tracing::debug!(port = cfg.listen.port(), hosts = ?origin.rmcp_hosts(), "allowed hosts");
     let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
-        .with_allowed_origins(origins)
+        .with_allowed_hosts(origin.rmcp_hosts())
+        .with_allowed_origins(origin.rmcp_origins())
         .with_json_response(true)
         .with_max_request_body_bytes(MAX_BODY)
         .with_cancellation_token(shutdown.child_token());
@@ -480,6 +555,7 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
     let state = Arc::new(AppState {
         rt,
         cfg,
+        origin,
         mcp_config,
         auth_cache: TtlCache::new(AUTH_CACHE_TTL, AUTH_CACHE_CAPACITY),
         failed_auth: FailedAuth::new(
@@ -488,6 +564,7 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
             AUTH_FAILURE_CLIENTS,
         ),
         sessions,
+        logins: TtlCache::new(super::page::SESSION_IDLE, super::page::SESSION_CAPACITY),
         endpoints: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashMap::new()),
         buckets: Mutex::new(HashMap::new()),
@@ -496,9 +573,16 @@ pub fn router(rt: Arc<Runtime>, cfg: HttpConfig, shutdown: &CancellationToken) -
         .route("/mcp/meta", any(mcp_meta))
         .route("/mcp/{project}", any(mcp_project))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // Browsers reach MCP and the page: both get the same Host/Origin check, before authentication.
+    let browser_facing =
+        mcp.merge(super::page::routes(state.clone()))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                allowed_origin,
+            ));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .merge(mcp)
+        .merge(browser_facing)
         .with_state(state)
 }

@@ -765,6 +765,9 @@ pub trait JournalRepo {
     /// The newest journal entry of every address.
     async fn latest_journal_entries(&self) -> Result<Vec<JournalEntry>>;
     async fn last_run(&self) -> Result<Option<ApplyRun>>;
+    /// The newest `limit` runs, newest first.
+    async fn recent_runs(&self, limit: i64) -> Result<Vec<ApplyRun>>;
+    async fn apply_run(&self, id: &str) -> Result<Option<ApplyRun>>;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -601,6 +601,22 @@ macro_rules! portable_repos {
                     .await
                     .map_err($crate::store::StoreError::query("read the last apply"))
             }
+
+            async fn recent_runs(&self, limit: i64) -> $crate::store::Result<Vec<$crate::store::ApplyRun>> {
+                sqlx::query_as("SELECT * FROM apply_runs ORDER BY started_at DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("read the recent applies"))
+            }
+
+            async fn apply_run(&self, id: &str) -> $crate::store::Result<Option<$crate::store::ApplyRun>> {
+                sqlx::query_as("SELECT * FROM apply_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::query("read an apply run"))
+            }
         }
 
         #[async_trait::async_trait]

@@ -37,6 +37,9 @@ pub struct TaskRow {
     pub estimated_seconds: Option<f64>,
     /// The supervisor's estimate when the timer started.
     pub supervisor_estimate_seconds: Option<f64>,
+    /// Its 95 % interval.
+    pub supervisor_interval_low_seconds: Option<f64>,
+    pub supervisor_interval_high_seconds: Option<f64>,
     pub actual_seconds: Option<f64>,
     pub estimation_error: Option<f64>,
     /// `running`, `completed` (successfully) or `failed`.
@@ -55,7 +58,8 @@ pub struct TaskRow {
 
 /// The columns of [`TaskRow`], in order, for SELECTs.
 const TASK_COLUMNS: &str = "id, project, task_type, description, agent, agent_model, parent_task_id, parallel_group,
-    complexity, estimated_seconds, supervisor_estimate_seconds, actual_seconds, estimation_error, status,
+    complexity, estimated_seconds, supervisor_estimate_seconds, supervisor_interval_low_seconds,
+    supervisor_interval_high_seconds, actual_seconds, estimation_error, status,
     success, error_message, output_summary, lines_changed, files_changed, tests_written, tokens_used,
     retry_count, started_at, completed_at";
 
@@ -73,6 +77,8 @@ pub struct NewTask {
     pub complexity: Option<String>,
     pub estimated_seconds: Option<f64>,
     pub supervisor_estimate_seconds: Option<f64>,
+    /// The supervisor's 95 % interval (low, high).
+    pub supervisor_interval: Option<(f64, f64)>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -245,6 +251,13 @@ pub trait TimingRepo {
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRow>>;
     /// (running, of which started before `abandoned_before`).
     async fn timer_counts(&self, abandoned_before: DateTime<Utc>) -> Result<(i64, i64)>;
+    /// The newest `last` successful completions (of `project`, when given) that carry the supervisor's
+    /// interval, newest first, as (actual, interval low, interval high) seconds.
+    async fn recent_intervals(
+        &self,
+        project: Option<&str>,
+        last: i64,
+    ) -> Result<Vec<(f64, f64, f64)>>;
     /// The tasks with these ids or in this parallel group.
     async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>>;
     /// The rows an estimate for a task type needs: the type's row of every project and every
@@ -349,8 +362,8 @@ macro_rules! timing_repo {
                 sqlx::query(
                     "INSERT INTO task_executions (id, project, task_type, description, agent, agent_model,
                          parent_task_id, parallel_group, complexity, estimated_seconds, supervisor_estimate_seconds,
-                         status, started_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12)",
+                         supervisor_interval_low_seconds, supervisor_interval_high_seconds, status, started_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running', $14)",
                 )
                 .bind(&t.id)
                 .bind(&t.project)
@@ -363,6 +376,8 @@ macro_rules! timing_repo {
                 .bind(&t.complexity)
                 .bind(t.estimated_seconds)
                 .bind(t.supervisor_estimate_seconds)
+                .bind(t.supervisor_interval.map(|i| i.0))
+                .bind(t.supervisor_interval.map(|i| i.1))
                 .bind(t.started_at)
                 .execute(&self.pool)
                 .await
@@ -477,6 +492,26 @@ macro_rules! timing_repo {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(StoreError::query("count running task timers"))
+            }
+
+            async fn recent_intervals(
+                &self,
+                project: Option<&str>,
+                last: i64,
+            ) -> Result<Vec<(f64, f64, f64)>> {
+                sqlx::query_as(
+                    "SELECT actual_seconds, supervisor_interval_low_seconds, supervisor_interval_high_seconds
+                     FROM task_executions
+                     WHERE status = 'completed' AND supervisor_interval_low_seconds IS NOT NULL
+                       AND supervisor_interval_high_seconds IS NOT NULL AND actual_seconds IS NOT NULL
+                       AND ($1 IS NULL OR project = $1)
+                     ORDER BY completed_at DESC, id LIMIT $2",
+                )
+                .bind(project)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query("read the recent estimate intervals"))
             }
 
             async fn group_tasks(&self, group: &str, ids: &[String]) -> Result<Vec<TaskRow>> {

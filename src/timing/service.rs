@@ -202,6 +202,11 @@ pub struct TimerLine {
     pub elapsed_seconds: f64,
     pub estimated_seconds: Option<f64>,
     pub supervisor_estimate_seconds: Option<f64>,
+    /// The supervisor's 95 % interval when the timer started.
+    pub supervisor_interval_low_seconds: Option<f64>,
+    pub supervisor_interval_high_seconds: Option<f64>,
+    /// Whether a successfully completed task ended inside that interval.
+    pub inside_interval: Option<bool>,
     pub agent_type: Option<String>,
     pub agent_model: Option<String>,
     pub complexity: Option<String>,
@@ -320,6 +325,44 @@ pub struct TimerCounts {
     pub abandoned_after_seconds: u64,
 }
 
+/// The estimator's running calibration: how many of the newest successful completions ended inside the
+/// 95 % interval the supervisor gave when their timers started (about 95 % when it is calibrated).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+pub struct IntervalCoverage {
+    /// Completions looked at (at most `window`).
+    pub tasks: i64,
+    pub inside: i64,
+    /// `inside / tasks`; none without tasks.
+    pub share: Option<f64>,
+    /// How many of the newest completions are looked at.
+    pub window: i64,
+}
+
+impl IntervalCoverage {
+    /// One sentence for people, e.g. `18 of the last 20 completed tasks (90 %) ended inside the 95 %
+    /// interval estimated when they started`.
+    pub fn describe(&self) -> String {
+        match self.share {
+            None => "no completed task has an estimated interval yet (tasks get one when their timer starts with history to estimate from)".into(),
+            Some(share) => format!(
+                "{} of the last {} completed tasks ({:.0} %) ended inside the 95 % interval estimated when they started",
+                self.inside,
+                self.tasks,
+                share * 100.0
+            ),
+        }
+    }
+}
+
+/// Whether an actual duration fell inside the interval estimated for it (bounds included): the one rule
+/// behind [`IntervalCoverage`] and each task's [`TimerLine::inside_interval`].
+pub fn inside_interval(actual: f64, (low, high): (f64, f64)) -> bool {
+    actual >= low && actual <= high
+}
+
+/// How many recent completions [`Timing::interval_coverage`] looks at by default.
+pub const COVERAGE_WINDOW: i64 = 100;
+
 // ---------------------------------------------------------------------------------------------------
 
 /// Task timers, statistics and estimates over one store.
@@ -434,6 +477,9 @@ impl Timing {
                 complexity: req.complexity.map(|c| c.as_str().to_string()),
                 estimated_seconds: own,
                 supervisor_estimate_seconds: estimate.as_ref().map(|e| e.estimated_seconds),
+                supervisor_interval: estimate
+                    .as_ref()
+                    .map(|e| (e.interval_low_seconds, e.interval_high_seconds)),
                 started_at,
             })
             .await?;
@@ -574,6 +620,13 @@ impl Timing {
             (false, Some(s)) => s,
             _ => (now - r.started_at).num_milliseconds() as f64 / 1000.0,
         };
+        let inside = match (r.status.as_str(), r.actual_seconds) {
+            ("completed", Some(actual)) => r
+                .supervisor_interval_low_seconds
+                .zip(r.supervisor_interval_high_seconds)
+                .map(|i| inside_interval(actual, i)),
+            _ => None,
+        };
         TimerLine {
             abandoned: running && r.started_at < self.abandoned_cutoff(now),
             task_id: r.id,
@@ -586,6 +639,9 @@ impl Timing {
             elapsed_seconds: elapsed,
             estimated_seconds: r.estimated_seconds,
             supervisor_estimate_seconds: r.supervisor_estimate_seconds,
+            supervisor_interval_low_seconds: r.supervisor_interval_low_seconds,
+            supervisor_interval_high_seconds: r.supervisor_interval_high_seconds,
+            inside_interval: inside,
             agent_type: r.agent,
             agent_model: r.agent_model,
             complexity: r.complexity,
@@ -738,6 +794,41 @@ impl Timing {
             level: e.level,
             similar_tasks: similar.iter().take(SIMILAR_SHOWN).map(shown).collect(),
             calibration: e.calibration,
+        })
+    }
+
+    /// The estimator's running calibration over the newest `window` (1 to 10,000) successful
+    /// completions of `project` (or of every project the scope sees).
+    pub async fn interval_coverage(
+        &self,
+        scope: &Scope,
+        project: Option<&str>,
+        window: i64,
+    ) -> Result<IntervalCoverage> {
+        if !(1..=10_000).contains(&window) {
+            return Err(TimingError::Invalid {
+                field: "window",
+                message: format!("{window} is not between 1 and 10,000"),
+            });
+        }
+        let project = match (scope, project) {
+            (Scope::All, None) => None,
+            (s, given) => Some(s.resolve(given)?),
+        };
+        let recent = self
+            .store
+            .recent_intervals(project.as_deref(), window)
+            .await?;
+        let tasks = recent.len() as i64;
+        let inside = recent
+            .iter()
+            .filter(|(actual, low, high)| inside_interval(*actual, (*low, *high)))
+            .count() as i64;
+        Ok(IntervalCoverage {
+            tasks,
+            inside,
+            share: (tasks > 0).then(|| inside as f64 / tasks as f64),
+            window,
         })
     }
 

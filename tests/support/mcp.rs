@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use super::Workspace;
 
-/// A path from an environment variable set by `scripts/lib/clients.sh`; panics naming the installer.
+/// A path from an environment variable set by `scripts/lib/` (through `scripts/test` or
+/// `scripts/test-deps`); panics naming the installer.
 pub fn tool_from_env(var: &str, what: &str) -> PathBuf {
     let value = std::env::var(var).unwrap_or_else(|_| {
         panic!(
-            "{var} is not set: it names {what}, installed by scripts/lib/clients.sh.\n\
+            "{var} is not set: it names {what}, which scripts/test installs (scripts/lib/).\n\
              Run the suite with `scripts/test`, or run `eval \"$(scripts/test-deps)\"` in this shell first."
         )
     });

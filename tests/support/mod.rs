@@ -3,6 +3,7 @@
 //! `fake_google`).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod db;
 pub mod fake_cloudflare;
 pub mod fake_embeddings;

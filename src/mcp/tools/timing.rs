@@ -3,8 +3,6 @@
 //! writes only its own project's timers, groups and statistics, and its estimates show only its own
 //! tasks as similar ones (see `crate::timing` for the guarantees).
 
-use std::time::Duration;
-
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
@@ -50,9 +48,7 @@ pub struct TimersOut {
 impl McpServer {
     /// The timing service with this host's abandoned age (tools and prompts share it).
     pub(in crate::mcp) fn timing(&self) -> Timing {
-        Timing::new(self.runtime.store.clone()).with_abandoned_after(Duration::from_secs(
-            self.runtime.settings.file.timing.abandoned_after_secs,
-        ))
+        self.runtime.timing()
     }
 
     /// What this endpoint's callers may time and see.
