@@ -80,6 +80,9 @@ pub struct Runtime {
     key_error: Option<String>,
     desired: RwLock<Arc<Desired>>,
     desired_error: RwLock<Option<DesiredError>>,
+    /// Serializes reloads (and machine edits taking effect): a reload that read the files earlier
+    /// never lands after one that read them later.
+    reload_serial: tokio::sync::Mutex<()>,
     pub status: RwLock<ReconcileStatus>,
     pub metrics: Metrics,
     pub started: Instant,
@@ -136,6 +139,7 @@ impl Runtime {
             key_error,
             desired: RwLock::new(Arc::new(desired)),
             desired_error: RwLock::new(None),
+            reload_serial: tokio::sync::Mutex::new(()),
             status: RwLock::new(ReconcileStatus {
                 auto_apply,
                 ..Default::default()
@@ -177,6 +181,9 @@ impl Runtime {
     /// Re-reads `state/`. Invalid files leave the last good desired state in place (and are reported);
     /// nothing is ever planned from a half-written file. Returns the desired state now in force.
     pub async fn reload(&self) -> Arc<Desired> {
+        // The file watcher and a follower's periodic reload can overlap: in order, or an older read
+        // of `state/` could replace a newer one.
+        let _serial = self.reload_serial.lock().await;
         let dir = self.settings.state_dir.clone();
         let loaded = tokio::task::spawn_blocking(move || state::load(&dir)).await;
         let failure = match loaded {
@@ -206,6 +213,7 @@ impl Runtime {
 
     /// Replaces the desired state after a validated machine edit.
     pub async fn set_desired(&self, desired: Desired) {
+        let _serial = self.reload_serial.lock().await;
         *self.desired_error.write().await = None;
         *self.desired.write().await = Arc::new(desired);
     }
