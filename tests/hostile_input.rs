@@ -2421,7 +2421,7 @@ async fn target_mcp_tool_arguments(ws: support::Workspace) {
                             short(&text)
                         );
                     }
-                    if !(case.tool == "get_secret" && !refused) {
+                    if case.tool != "get_secret" || refused {
                         prop_assert!(
                             !text.contains(h::SECRET_MARK),
                             "{} returned a secret value: {}",
@@ -2439,8 +2439,8 @@ async fn target_mcp_tool_arguments(ws: support::Workspace) {
     // Lines that are not requests at all: bytes that are not UTF-8, nesting beyond the parser's
     // limit, a request whose id is unusable. Each gets no answer or an error, changes nothing, and
     // the connection keeps serving.
-    let (meta, alpha, world, _rt) = &mut *state.lock().unwrap();
-    for pipe in [meta, alpha] {
+    let (mut meta, mut alpha, world, _rt) = state.into_inner().unwrap();
+    for pipe in [&mut meta, &mut alpha] {
         let before = world.fingerprint(None).await;
         let mut not_utf8 = br#"{"jsonrpc": "2.0", "id": 9000, "method": "tools/call", "params": {"name": "add_learning", "arguments": {"title": "t", "text": ""#.to_vec();
         not_utf8.extend([0xff, 0xfe, b'"', b'}', b'}', b'}']);
