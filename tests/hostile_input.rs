@@ -425,16 +425,34 @@ fn service() -> impl Strategy<Value = Yaml> {
         })
 }
 
+/// Mostly one of `valid`, sometimes anything.
+fn valid_or_not(valid: &[&'static str]) -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(valid.to_vec()).prop_map(str::to_string),
+        1 => state_string(),
+    ]
+}
+
 fn project_doc() -> impl Strategy<Value = (String, String)> {
     (
         prop::sample::select(vec!["alpha", "beta", "gamma", "alpha", "Bad", "a--b"]),
-        any::<bool>(),
+        prop::bool::weighted(0.9),
         prop::option::weighted(0.5, port()),
         prop::collection::vec(service(), 0..5),
-        prop::collection::vec(state_string(), 0..3),
-        prop::collection::vec(state_string(), 0..3),
-        prop::collection::vec(state_string(), 0..3),
-        prop::option::weighted(0.2, yaml_tree()),
+        prop::collection::vec(
+            valid_or_not(&[
+                "project/alpha/db_password",
+                "service/beta/api/key",
+                "meta/x",
+            ]),
+            0..3,
+        ),
+        prop::collection::vec(
+            valid_or_not(&["cargo test", "true", "npm run lint -- --fix"]),
+            0..3,
+        ),
+        prop::collection::vec(valid_or_not(&["docs", "src/", "./notes"]), 0..3),
+        prop::option::weighted(0.1, yaml_tree()),
     )
         .prop_map(
             |(file, same_name, range, services, secrets, checks, knowledge, extra)| {
