@@ -437,7 +437,10 @@ fn project_doc() -> impl Strategy<Value = (String, String)> {
     (
         prop::sample::select(vec!["alpha", "beta", "gamma", "alpha", "Bad", "a--b"]),
         prop::bool::weighted(0.9),
-        prop::option::weighted(0.5, port()),
+        prop::option::weighted(
+            0.5,
+            prop_oneof![3 => prop::sample::select(vec![20_000i64, 20_100, 20_200]), 1 => port()],
+        ),
         prop::collection::vec(service(), 0..5),
         prop::collection::vec(
             valid_or_not(&[
@@ -487,14 +490,19 @@ fn project_doc() -> impl Strategy<Value = (String, String)> {
 
 fn supervisor_doc() -> impl Strategy<Value = String> {
     (
-        (
-            port(),
-            port(),
-            prop::sample::select(vec![0i64, 1, 10, 100, 1000, 70_000]),
+        prop_oneof![
+            3 => Just((20_000i64, 20_999i64, 100i64)),
+            1 => (port(), port(), prop::sample::select(vec![0i64, 1, 10, 100, 1000, 70_000])),
+        ],
+        prop::collection::vec(
+            (
+                valid_or_not(&["redis", "pg", "cache"]),
+                prop_oneof![3 => 9_000i64..9_100, 1 => port()],
+            ),
+            0..3,
         ),
-        prop::collection::vec((state_string(), port()), 0..3),
-        prop::option::weighted(0.3, yaml_tree()),
-        prop::option::weighted(0.2, yaml_tree()),
+        prop::option::weighted(0.15, yaml_tree()),
+        prop::option::weighted(0.1, yaml_tree()),
     )
         .prop_map(|((start, end, block), shared, cloudflare, vms)| {
             let range = |s: i64, e: i64| {
