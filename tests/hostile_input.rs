@@ -425,16 +425,37 @@ fn service() -> impl Strategy<Value = Yaml> {
         })
 }
 
+/// Mostly one of `valid`, sometimes anything.
+fn valid_or_not(valid: &[&'static str]) -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(valid.to_vec()).prop_map(str::to_string),
+        1 => state_string(),
+    ]
+}
+
 fn project_doc() -> impl Strategy<Value = (String, String)> {
     (
         prop::sample::select(vec!["alpha", "beta", "gamma", "alpha", "Bad", "a--b"]),
-        any::<bool>(),
-        prop::option::weighted(0.5, port()),
+        prop::bool::weighted(0.9),
+        prop::option::weighted(
+            0.5,
+            prop_oneof![3 => prop::sample::select(vec![20_000i64, 20_100, 20_200]), 1 => port()],
+        ),
         prop::collection::vec(service(), 0..5),
-        prop::collection::vec(state_string(), 0..3),
-        prop::collection::vec(state_string(), 0..3),
-        prop::collection::vec(state_string(), 0..3),
-        prop::option::weighted(0.2, yaml_tree()),
+        prop::collection::vec(
+            valid_or_not(&[
+                "project/alpha/db_password",
+                "service/beta/api/key",
+                "meta/x",
+            ]),
+            0..3,
+        ),
+        prop::collection::vec(
+            valid_or_not(&["cargo test", "true", "npm run lint -- --fix"]),
+            0..3,
+        ),
+        prop::collection::vec(valid_or_not(&["docs", "src/", "./notes"]), 0..3),
+        prop::option::weighted(0.1, yaml_tree()),
     )
         .prop_map(
             |(file, same_name, range, services, secrets, checks, knowledge, extra)| {
@@ -469,14 +490,19 @@ fn project_doc() -> impl Strategy<Value = (String, String)> {
 
 fn supervisor_doc() -> impl Strategy<Value = String> {
     (
-        (
-            port(),
-            port(),
-            prop::sample::select(vec![0i64, 1, 10, 100, 1000, 70_000]),
+        prop_oneof![
+            3 => Just((20_000i64, 20_999i64, 100i64)),
+            1 => (port(), port(), prop::sample::select(vec![0i64, 1, 10, 100, 1000, 70_000])),
+        ],
+        prop::collection::vec(
+            (
+                valid_or_not(&["redis", "pg", "cache"]),
+                prop_oneof![3 => 9_000i64..9_100, 1 => port()],
+            ),
+            0..3,
         ),
-        prop::collection::vec((state_string(), port()), 0..3),
-        prop::option::weighted(0.3, yaml_tree()),
-        prop::option::weighted(0.2, yaml_tree()),
+        prop::option::weighted(0.15, yaml_tree()),
+        prop::option::weighted(0.1, yaml_tree()),
     )
         .prop_map(|((start, end, block), shared, cloudflare, vms)| {
             let range = |s: i64, e: i64| {
@@ -2421,7 +2447,7 @@ async fn target_mcp_tool_arguments(ws: support::Workspace) {
                             short(&text)
                         );
                     }
-                    if !(case.tool == "get_secret" && !refused) {
+                    if case.tool != "get_secret" || refused {
                         prop_assert!(
                             !text.contains(h::SECRET_MARK),
                             "{} returned a secret value: {}",
@@ -2439,8 +2465,8 @@ async fn target_mcp_tool_arguments(ws: support::Workspace) {
     // Lines that are not requests at all: bytes that are not UTF-8, nesting beyond the parser's
     // limit, a request whose id is unusable. Each gets no answer or an error, changes nothing, and
     // the connection keeps serving.
-    let (meta, alpha, world, _rt) = &mut *state.lock().unwrap();
-    for pipe in [meta, alpha] {
+    let (mut meta, mut alpha, world, _rt) = state.into_inner().unwrap();
+    for pipe in [&mut meta, &mut alpha] {
         let before = world.fingerprint(None).await;
         let mut not_utf8 = br#"{"jsonrpc": "2.0", "id": 9000, "method": "tools/call", "params": {"name": "add_learning", "arguments": {"title": "t", "text": ""#.to_vec();
         not_utf8.extend([0xff, 0xfe, b'"', b'}', b'}', b'}']);

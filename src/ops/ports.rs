@@ -60,6 +60,12 @@ pub async fn get_port(
             visibility.known(&desired, project)?
         }
     };
+    if !crate::state::is_valid_name(service) {
+        return Err(OpsError::InvalidArgument(format!(
+            "`{service}` is not a service name ({})",
+            crate::state::NAME_HINT
+        )));
+    }
     let hostname = |d: &crate::state::Desired| {
         d.service(&project, service)
             .and_then(|s| s.hostname.as_ref().map(|h| h.to_string()))
@@ -81,6 +87,7 @@ pub async fn get_port(
             allocated_now: false,
         });
     }
+    let mut declared = None;
     if desired.service(&project, service).is_none() {
         if when_missing == WhenMissing::Fail {
             return Err(OpsError::NotFound(format!(
@@ -89,17 +96,36 @@ pub async fn get_port(
         }
         let _serial = rt.declare_serial.lock().await;
         let (p, s) = (project.clone(), service.to_string());
-        rt.edit_state(move |dir| edit::declare_service(dir, &p, &s))
-            .await?;
+        declared = rt
+            .edit_state(move |dir| edit::declare_service(dir, &p, &s))
+            .await?
+            .undo;
     }
     let scope = Scope {
         project: Some(project.clone()),
         only: Some(crate::providers::ports::block_address(&project)),
     };
-    match apply(rt, ApplyRequest::unattended(scope, actor), &mut Unattended).await? {
+    let applied = apply(rt, ApplyRequest::unattended(scope, actor), &mut Unattended).await;
+    // Nothing was applied: a service this call declared is taken back out, so a refusal changes
+    // nothing (unless someone edited the file since).
+    let undeclared = match (&applied, declared) {
+        (Ok(ApplyOutcome::Refused { .. }) | Err(_), Some(undo)) => {
+            let _serial = rt.declare_serial.lock().await;
+            rt.edit_state(move |dir| edit::undo(dir, &undo))
+                .await
+                .is_ok_and(|e| e.changed)
+        }
+        _ => false,
+    };
+    match applied? {
         ApplyOutcome::Refused { refusal, .. } => {
             return Err(OpsError::Internal(format!(
-                "the port could not be allocated automatically: {refusal}"
+                "the port could not be allocated automatically: {refusal}{}",
+                if undeclared {
+                    format!(" (service `{service}` was not added to `{project}`)")
+                } else {
+                    String::new()
+                }
             )));
         }
         ApplyOutcome::Applied { report, .. } => {

@@ -20,6 +20,8 @@ pub enum VisibilityError {
     ProjectRequired,
     #[error("there is no project `{name}` (known: {known})")]
     Unknown { name: String, known: String },
+    #[error("`{given}` is not a project name ({hint})", hint = crate::state::NAME_HINT)]
+    NotAName { given: String },
 }
 
 impl Visibility {
@@ -45,7 +47,8 @@ impl Visibility {
                 own: own.clone(),
                 given,
             }),
-            (Visibility::All, Some(g)) => Ok(g),
+            (Visibility::All, Some(g)) if crate::state::is_valid_name(&g) => Ok(g),
+            (Visibility::All, Some(given)) => Err(VisibilityError::NotAName { given }),
             (Visibility::All, None) => Err(VisibilityError::ProjectRequired),
         }
     }
@@ -54,7 +57,7 @@ impl Visibility {
     /// project is visible), otherwise one.
     pub fn filter(&self, given: Option<String>) -> Result<Option<String>, VisibilityError> {
         match (self, given) {
-            (Visibility::All, given) => Ok(given),
+            (Visibility::All, None) => Ok(None),
             (own, given) => own.one(given).map(Some),
         }
     }
@@ -122,5 +125,12 @@ mod tests {
         assert_eq!(v.one(None), Err(VisibilityError::ProjectRequired));
         assert_eq!(v.filter(None).unwrap(), None);
         assert_eq!(v.filter(Some("blog".into())).unwrap(), Some("blog".into()));
+        // A name that cannot be a project's is refused before it is looked up anywhere.
+        for bad in ["blog\0", "../blog", "Blog", ""] {
+            assert_eq!(
+                v.filter(Some(bad.into())),
+                Err(VisibilityError::NotAName { given: bad.into() })
+            );
+        }
     }
 }

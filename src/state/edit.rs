@@ -139,6 +139,17 @@ pub struct Edited {
     pub desired: Desired,
     /// `false` when the file already said exactly this (nothing was written).
     pub changed: bool,
+    /// How to take the edit back (when it wrote something): see [`undo`].
+    pub undo: Option<Undo>,
+}
+
+/// What an edit wrote over what, so it can be taken back while nobody has edited the file since.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    path: std::path::PathBuf,
+    /// The file's text before the edit; `None`: the edit created the file.
+    before: Option<String>,
+    written: String,
 }
 
 /// Edits within one process are serialized by this mutex, and across processes (several `serve`s on one
@@ -216,10 +227,65 @@ fn edit_project(
         })?;
     }
     Ok(Edited {
+        undo: changed.then(|| Undo {
+            path: path.clone(),
+            before: original,
+            written: text,
+        }),
         path,
         revision: desired.revision.clone(),
         desired,
         changed,
+    })
+}
+
+/// Takes an edit back — the file gets its text from before the edit again (or is removed, if the edit
+/// created it) — if it still holds exactly what the edit wrote. When somebody edited it since, nothing
+/// changes (`changed: false`). The state that results is validated first, like every edit.
+pub fn undo(dir: &Path, undo: &Undo) -> Result<Edited, EditError> {
+    let _serial = EDIT.lock().unwrap_or_else(|e| e.into_inner());
+    let _across = lock_edits(dir)?;
+    let sources = Sources::read(dir).map_err(EditError::Invalid)?;
+    let current = sources
+        .supervisor
+        .iter()
+        .chain(&sources.projects)
+        .find(|(p, _)| *p == undo.path)
+        .map(|(_, t)| t.as_str());
+    let mut next = sources.clone();
+    let changed = current == Some(undo.written.as_str());
+    if changed {
+        if next
+            .supervisor
+            .as_ref()
+            .is_some_and(|(p, _)| *p == undo.path)
+        {
+            next.supervisor = undo.before.clone().map(|t| (undo.path.clone(), t));
+        } else {
+            next.projects.retain(|(p, _)| *p != undo.path);
+            if let Some(before) = &undo.before {
+                next.projects.push((undo.path.clone(), before.clone()));
+                next.projects.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+    }
+    let desired = super::validate::desired_from_sources(&next).map_err(EditError::Invalid)?;
+    if changed {
+        let written = match &undo.before {
+            Some(before) => write_atomic(&undo.path, before),
+            None => std::fs::remove_file(&undo.path),
+        };
+        written.map_err(|source| EditError::Write {
+            path: undo.path.clone(),
+            source,
+        })?;
+    }
+    Ok(Edited {
+        path: undo.path.clone(),
+        revision: desired.revision.clone(),
+        desired,
+        changed,
+        undo: None,
     })
 }
 
@@ -365,6 +431,11 @@ pub fn set_vm_machine_type(
         })?;
     }
     Ok(Edited {
+        undo: changed.then(|| Undo {
+            path: path.clone(),
+            before: Some(original),
+            written: text,
+        }),
         path,
         revision: desired.revision.clone(),
         desired,
@@ -415,6 +486,32 @@ mod tests {
                 "CLAUDE.md".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn an_edit_is_undone_byte_for_byte_unless_the_file_changed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(state.join("projects")).unwrap();
+        let original = "# hand-written\nname: shop\nchecks: [\"true\"]\n";
+        let file = state.join("projects/shop.yaml");
+        std::fs::write(&file, original).unwrap();
+        let declared = declare_service(&state, "shop", "api").unwrap();
+        assert!(declared.changed);
+        let back = undo(&state, declared.undo.as_ref().unwrap()).unwrap();
+        assert!(back.changed);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+        assert!(back.desired.projects["shop"].services.is_empty());
+        // Edited by someone else in between: the undo leaves it alone.
+        let declared = declare_service(&state, "shop", "api").unwrap();
+        declare_service(&state, "shop", "web").unwrap();
+        let later = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !undo(&state, declared.undo.as_ref().unwrap())
+                .unwrap()
+                .changed
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), later);
     }
 
     #[test]

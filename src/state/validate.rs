@@ -808,7 +808,8 @@ fn check_projects(
             let aligned = ports.block > 0
                 && start >= ports.projects_start
                 && (start - ports.projects_start).is_multiple_of(ports.block);
-            let end = u32::from(start) + u32::from(ports.block) - 1;
+            // A block of 0 (already an error) must not underflow here.
+            let end = (u32::from(start) + u32::from(ports.block)).saturating_sub(1);
             if !aligned || end > u32::from(ports.projects_end) {
                 let hint = format!(
                     "blocks start at {} + a multiple of {} and end by {}",
@@ -1390,6 +1391,27 @@ mod tests {
         fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
             let _ = desired_from_sources(&sources(Some(&text), &[("shop", &text)]));
         }
+    }
+
+    #[test]
+    fn a_block_of_zero_at_port_zero_is_an_error_not_a_panic() {
+        // Found by tests/hostile_input.rs: `block: 0` with `port_range: 0` computed the block's end
+        // as 0 + 0 - 1 (an overflow panic in debug builds).
+        let sup = "ports:\n  projects: { start: 0, end: 10, block: 0 }\n  shared: { start: 9000, end: 9099 }\n";
+        let errs = errors(&sources(
+            Some(sup),
+            &[("shop", "name: shop\nport_range: 0\n")],
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("the block size must be at least 1")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("port_range 0 is not the start of a block")),
+            "{errs:#?}"
+        );
     }
 
     const GCLOUD: &str = "gcloud:\n  credentials: secret:meta/gcloud/service_account\n";
