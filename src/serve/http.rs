@@ -118,6 +118,53 @@ pub(super) enum Refused {
     StoreDown,
 }
 
+impl Refused {
+    /// The HTTP status of this refusal.
+    pub(super) fn status(self) -> StatusCode {
+        match self {
+            Refused::Missing | Refused::Invalid => StatusCode::UNAUTHORIZED,
+            Refused::Throttled(_) | Refused::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refused::StoreDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// What went wrong, for a client that presents a bearer token.
+    pub(super) fn message(self) -> &'static str {
+        match self {
+            Refused::Missing => {
+                "missing bearer token: send `Authorization: Bearer <token>` (create one with `supervisor token create`)"
+            }
+            Refused::Invalid => "invalid or revoked token",
+            Refused::Throttled(_) => {
+                "too many failed authentications from this address; wait before retrying"
+            }
+            Refused::RateLimited(_) => "rate limit exceeded for this token; slow down",
+            Refused::StoreDown => "the token store is unreachable; retry shortly",
+        }
+    }
+
+    /// Adds `Retry-After` when the refusal says when to retry.
+    pub(super) fn with_retry(self, r: Response) -> Response {
+        match self {
+            Refused::Throttled(retry) | Refused::RateLimited(retry) => with_retry_after(r, retry),
+            _ => r,
+        }
+    }
+
+    /// Adds what the refusal tells a client besides its body: `Retry-After` when it says when to
+    /// retry, `WWW-Authenticate` on 401.
+    pub(super) fn annotate(self, r: Response) -> Response {
+        let mut r = self.with_retry(r);
+        if self.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"supervisor\""),
+            );
+        }
+        r
+    }
+}
+
 /// The bearer token of `Authorization` (RFC 7235: the scheme is case-insensitive).
 pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
@@ -304,39 +351,7 @@ impl AppState {
 
 /// MCP's answer to a refused request: JSON, 401 with `WWW-Authenticate`, 429 with `Retry-After`, 503.
 fn refused_json(why: Refused) -> Response {
-    match why {
-        Refused::Missing | Refused::Invalid => {
-            let message = if why == Refused::Missing {
-                "missing bearer token: send `Authorization: Bearer <token>` (create one with `supervisor token create`)"
-            } else {
-                "invalid or revoked token"
-            };
-            let mut r = json_error(StatusCode::UNAUTHORIZED, message);
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"supervisor\""),
-            );
-            r
-        }
-        Refused::Throttled(retry) => with_retry_after(
-            json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentications from this address; wait before retrying",
-            ),
-            retry,
-        ),
-        Refused::RateLimited(retry) => with_retry_after(
-            json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded for this token; slow down",
-            ),
-            retry,
-        ),
-        Refused::StoreDown => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the token store is unreachable; retry shortly",
-        ),
-    }
+    why.annotate(json_error(why.status(), why.message()))
 }
 
 async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {

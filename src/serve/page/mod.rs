@@ -208,39 +208,18 @@ fn actor_of(p: &Principal) -> String {
 
 /// What the page answers a request it does not admit.
 fn refused_page(st: &AppState, why: Refused, headers: &HeaderMap) -> Response {
-    let (status, message) = match why {
+    let message = match why {
         Refused::Missing | Refused::Invalid if wants_html(headers) => return see_other("/login"),
-        Refused::Missing => (
-            StatusCode::UNAUTHORIZED,
-            "authentication required: send `Authorization: Bearer <meta token>` or log in at /login",
-        ),
-        Refused::Invalid => (StatusCode::UNAUTHORIZED, "invalid or revoked token"),
-        Refused::Throttled(_) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications from this address; wait before retrying",
-        ),
-        Refused::RateLimited(_) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded for this token; slow down",
-        ),
-        Refused::StoreDown => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the token store is unreachable; retry shortly",
-        ),
+        Refused::Missing => {
+            "authentication required: send `Authorization: Bearer <meta token>` or log in at /login"
+        }
+        other => other.message(),
     };
-    let mut r = html(status, view::message_page(status, message, st.cfg.no_auth));
-    if let Refused::Throttled(s) | Refused::RateLimited(s) = why
-        && let Ok(v) = HeaderValue::from_str(&s.to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"supervisor\""),
-        );
-    }
-    r
+    let status = why.status();
+    why.annotate(html(
+        status,
+        view::message_page(status, message, st.cfg.no_auth),
+    ))
 }
 
 fn project_token_refused(st: &AppState, project: &str) -> Response {
@@ -359,31 +338,16 @@ async fn login(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let principal = match st.admit(Some(Credential::Bearer(token)), client).await {
         Ok(p) => p,
         Err(why) => {
-            let (status, message) = match why {
-                Refused::Missing | Refused::Invalid => (
-                    StatusCode::UNAUTHORIZED,
-                    "that token is unknown or revoked (create one with `supervisor token create --meta`)",
-                ),
-                Refused::Throttled(_) => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many failed logins from this address; wait a moment before trying again",
-                ),
-                Refused::RateLimited(_) => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate limit exceeded for this token; slow down",
-                ),
-                Refused::StoreDown => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the token store is unreachable; retry shortly",
-                ),
+            let message = match why {
+                Refused::Missing | Refused::Invalid => {
+                    "that token is unknown or revoked (create one with `supervisor token create --meta`)"
+                }
+                Refused::Throttled(_) => {
+                    "too many failed logins from this address; wait a moment before trying again"
+                }
+                other => other.message(),
             };
-            let mut r = html(status, view::login(Some(message)));
-            if let Refused::Throttled(s) | Refused::RateLimited(s) = why
-                && let Ok(v) = HeaderValue::from_str(&s.to_string())
-            {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
+            return why.with_retry(html(why.status(), view::login(Some(message))));
         }
     };
     if let Principal::Project { project, .. } = &principal {
