@@ -391,17 +391,24 @@ const PAGES: [(&str, &str); 4] = [
     ("/vms", "VMs"),
 ];
 
+/// Every page's `<head>`: the title, the inline style, and the auto-refresh when it is on.
+fn head(title: &str, refresh: Option<u32>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
+            title { (title) " — supervisor" }
+            style { (PreEscaped(CSS)) }
+        }
+    }
+}
+
 fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(s) = frame.refresh { meta http-equiv="refresh" content=(s); }
-                title { (title) " — supervisor" }
-                style { (PreEscaped(CSS)) }
-            }
+            (head(title, frame.refresh))
             body {
                 a.skip href="#main" { "Skip to the content" }
                 header {
@@ -444,12 +451,7 @@ pub(super) fn message_page(status: StatusCode, message: &str, no_auth: bool) -> 
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (status.as_u16()) " — supervisor" }
-                style { (PreEscaped(CSS)) }
-            }
+            (head(&status.as_u16().to_string(), None))
             body { main #main {
                 h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
                 p.alert role="alert" { (message) }
@@ -463,12 +465,7 @@ pub(super) fn login(message: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in — supervisor" }
-                style { (PreEscaped(CSS)) }
-            }
+            (head("Log in", None))
             body { main #main {
                 h1 { "Log in to the supervisor's status page" }
                 @if let Some(m) = message { p.alert role="alert" #login-error { (m) } }
