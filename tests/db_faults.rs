@@ -15,25 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Workspace;
-use support::mcp::{McpClient, Server, http};
+use support::mcp::{McpClient, Server, eventually, http};
 
 cli_conformance!(killing_the_leader_mid_apply_hands_the_work_to_the_other_server);
-
-/// Polls `check` every 50 ms until it returns Some or `within` passes.
-async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<(T, Duration)>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(v) = check().await {
-            return Some((v, started.elapsed()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
 
 /// `/health` as (HTTP status, body).
 async fn health(server: &Server) -> (u16, Value) {

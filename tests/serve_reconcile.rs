@@ -4,11 +4,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::Workspace;
-use support::mcp::{McpClient, Server};
+use support::mcp::{McpClient, Server, eventually};
 
 cli_conformance!(
     auto_apply_allocates_an_edited_service_within_two_seconds,
@@ -41,22 +41,6 @@ async fn ports(client: &McpClient) -> Vec<(String, i64)> {
             )
         })
         .collect()
-}
-
-/// Polls `check` every 50 ms until it returns Some or `within` passes.
-async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<(T, Duration)>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(v) = check().await {
-            return Some((v, started.elapsed()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }
 
 const SERVE: &[&str] = &["--no-auth", "--auto-apply"];

@@ -498,3 +498,19 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Polls `check` every 50 ms until it returns Some or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<(T, Duration)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(v) = check().await {
+            return Some((v, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
